@@ -1,0 +1,53 @@
+# sweeper: `make demo` runs the whole pipeline on a small generated dataset,
+# `make test` runs every test. libtorch comes from PyPI's torch wheel in $(VENV).
+
+VENV          ?= .venv
+TORCH_VERSION := 2.11.0
+TORCHVISION_VERSION := 0.26.0
+PYTHON        ?= python3
+CARGO         ?= cargo
+TORCH_STAMP   := $(VENV)/.torch-$(TORCH_VERSION)
+# Point torch-sys at the wheel's libtorch; evaluated in the recipe, after `setup`.
+TORCH_ENV      = LIBTORCH="$$(ls -d $(CURDIR)/$(VENV)/lib/python3*/site-packages/torch | head -n1)" LIBTORCH_CXX11_ABI=1
+BIN           := target/release/sweeper
+DEMO_DIR      ?= demo-out
+DEMO_WORKERS  ?= 2
+
+.PHONY: setup build test lint demo bench bench-setup clean-demo
+
+setup: $(TORCH_STAMP)
+
+# About 4.6 GB: installed once, only when missing.
+$(TORCH_STAMP):
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@if $(VENV)/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "$(TORCH_VERSION)")' 2>/dev/null; then \
+		echo "torch $(TORCH_VERSION) already in $(VENV)"; \
+	else \
+		echo "installing torch==$(TORCH_VERSION) into $(VENV) (about 4.6 GB, once)"; \
+		$(VENV)/bin/pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION); \
+	fi
+	@touch $@
+
+build: setup
+	$(TORCH_ENV) $(CARGO) build --release --locked
+
+test: setup
+	$(TORCH_ENV) $(CARGO) test --release --locked -- --test-threads=2
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(TORCH_ENV) $(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+demo: build
+	./scripts/demo.sh $(BIN) $(DEMO_DIR) $(DEMO_WORKERS)
+
+clean-demo:
+	rm -rf $(DEMO_DIR)
+
+# The PyTorch reference for the benchmarks needs torchvision beside torch.
+bench-setup: setup
+	@$(VENV)/bin/python -c 'import torchvision' 2>/dev/null || \
+		$(VENV)/bin/pip install --disable-pip-version-check --quiet torchvision==$(TORCHVISION_VERSION)
+
+bench: build bench-setup
+	./benches/run.sh $(BIN) $(VENV)/bin/python

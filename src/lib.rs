@@ -1,0 +1,35 @@
+//! # sweeper
+//!
+//! An experiment-sweep orchestrator for self-supervised learning. One TOML file
+//! describes a study (a grid of SimCLR pretext runs, a selection rule, downstream
+//! linear-protocol and fine-tuning runs); `submit` expands it into jobs in a store,
+//! workers (one per device, on any machine that reaches the store) claim and train
+//! them with libtorch, and `report` prints the study's tables from the store.
+//!
+//! ## Where things live
+//!
+//! - [`sweep`]: the sweep file. A raw serde model of what the user wrote, checked
+//!   into a [`sweep::Spec`] (every cross-field rule, errors with file, line and
+//!   field), grid expansion into [`sweep::JobSpec`]s with stable keys, and the
+//!   selection rules that pick winners between stages.
+//! - [`store`]: the job store over SQLite (embedded default) and Postgres (workers on
+//!   many machines): atomic claims, leases renewed by heartbeat, fencing by
+//!   `(job, attempt)`, the reaper, metrics, stage promotion, read-only queries.
+//! - [`worker`]: the claim / run / complete loop, device pinning, heartbeats,
+//!   cancellation and graceful shutdown; runs `command` jobs itself and hands
+//!   training jobs to [`train`] on a dedicated thread.
+//! - [`train`]: libtorch through `tch`: backbones, the SimCLR pretext task (projection
+//!   head, NT-Xent, LARS, warmup + cosine), batched augmentation on the training
+//!   device, ImageFolder datasets with a shared decoded cache, the linear protocol,
+//!   fine-tuning, checkpoints.
+//! - [`report`]: the study's tables (Markdown like the seed report, CSV, JSON), CSV
+//!   import of results run elsewhere, and plots.
+//!
+//! `src/main.rs` is only the command line: it parses arguments, sets up tracing and
+//! calls into these modules.
+
+pub mod report;
+pub mod store;
+pub mod sweep;
+pub mod train;
+pub mod worker;
