@@ -314,3 +314,49 @@ fn models_table_lists_every_backbone_with_reference_counts() {
         "{table}"
     );
 }
+
+/// On a machine with CUDA: the same weights give the same eval-mode features on the
+/// GPU as on the CPU (TF32 convolutions allow a small gap), and a training step on
+/// the GPU gives finite gradients. Without CUDA there is nothing to compare.
+#[test]
+fn cuda_features_match_cpu() {
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: cuda_features_match_cpu compares nothing here");
+        return;
+    }
+    let gpu = Device::Cuda(0);
+    for info in BACKBONES {
+        let size = info.min_input.max(64);
+        let cpu_store = nn::VarStore::new(Device::Cpu);
+        let cpu_net = backbone::build(info.name, &cpu_store.root()).unwrap();
+        let mut gpu_store = nn::VarStore::new(gpu);
+        let gpu_net = backbone::build(info.name, &gpu_store.root()).unwrap();
+        gpu_store.copy(&cpu_store).unwrap();
+
+        let xs = images(2, size);
+        let (on_cpu, on_gpu) = tch::no_grad(|| {
+            (
+                cpu_net.forward_t(&xs, false),
+                gpu_net.forward_t(&xs.to_device(gpu), false),
+            )
+        });
+        let on_gpu = on_gpu.to_device(Device::Cpu);
+        let gap = (&on_cpu - &on_gpu).abs().max().double_value(&[]);
+        let scale = on_cpu.abs().max().double_value(&[]).max(1e-6);
+        assert!(
+            gap <= 1e-2 * scale,
+            "{}: GPU differs by {gap} (scale {scale})",
+            info.name
+        );
+
+        let features = gpu_net.forward_t(&images(8, size).to_device(gpu), true);
+        features.square().mean(Kind::Float).backward();
+        for variable in gpu_store.trainable_variables() {
+            assert!(
+                variable.grad().isfinite().all().int64_value(&[]) == 1,
+                "{}",
+                info.name
+            );
+        }
+    }
+}
