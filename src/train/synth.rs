@@ -235,243 +235,205 @@ struct Style {
     palette: &'static [Rgb],
 }
 
-const fn style(
-    cells: (usize, usize),
-    cell_radius: (f32, f32),
-    cell_aspect: (f32, f32),
-    nucleus_ratio: (f32, f32),
-    nucleus_aspect: (f32, f32),
-    irregularity: f32,
-    darkness: (f32, f32),
-    speckle: f32,
-    palette: &'static [Rgb],
-) -> Style {
-    Style {
-        cells,
-        cell_radius,
-        cell_aspect,
-        nucleus_ratio,
-        nucleus_aspect,
-        irregularity,
-        darkness,
-        speckle,
-        halo: 0.0,
-        nuclei: (1, 1),
-        filaments: (0, 0),
-        palette,
-    }
-}
+const SQUAMOUS: &[Rgb] = &[PINK, BLUE_GREEN];
+const KERATIN: &[Rgb] = &[ORANGE, PINK, BLUE_GREEN];
+const GLANDULAR: &[Rgb] = &[PALE_BLUE, BLUE_GREEN];
+
+/// A normal intermediate squamous cell: a large cell with a small, round, pale
+/// nucleus. Every label's style starts from it.
+const INTERMEDIATE: Style = Style {
+    cells: (1, 2),
+    cell_radius: (0.30, 0.38),
+    cell_aspect: (0.70, 0.95),
+    nucleus_ratio: (0.14, 0.18),
+    nucleus_aspect: (0.85, 1.0),
+    irregularity: 0.0,
+    darkness: (0.40, 0.50),
+    speckle: 0.08,
+    halo: 0.0,
+    nuclei: (1, 1),
+    filaments: (0, 0),
+    palette: SQUAMOUS,
+};
 
 fn style_of(label: &str) -> Style {
-    const SQUAMOUS: &[Rgb] = &[PINK, BLUE_GREEN];
-    const KERATIN: &[Rgb] = &[ORANGE, PINK, BLUE_GREEN];
-    const GLANDULAR: &[Rgb] = &[PALE_BLUE, BLUE_GREEN];
     match label {
-        // Main labels: the nucleus grows, darkens and loses its round outline from
-        // ASC_US to SCC.
-        "ASC_US" => style(
-            (1, 2),
-            (0.26, 0.34),
-            (0.65, 0.9),
-            (0.24, 0.3),
-            (0.75, 0.95),
-            0.06,
-            (0.5, 0.6),
-            0.12,
-            SQUAMOUS,
-        ),
+        // Main labels: from ASC_US to SCC the nucleus grows relative to its cell,
+        // darkens, coarsens and loses its round outline.
+        "ASC_US" => Style {
+            cell_radius: (0.26, 0.34),
+            cell_aspect: (0.65, 0.9),
+            nucleus_ratio: (0.24, 0.30),
+            nucleus_aspect: (0.75, 0.95),
+            irregularity: 0.06,
+            darkness: (0.50, 0.60),
+            speckle: 0.12,
+            ..INTERMEDIATE
+        },
+        // Koilocytes: a clear halo around a wrinkled, sometimes double nucleus.
         "LSIL" => Style {
+            cell_radius: (0.28, 0.36),
+            cell_aspect: (0.65, 0.9),
+            nucleus_ratio: (0.22, 0.30),
+            nucleus_aspect: (0.70, 0.90),
+            irregularity: 0.14,
+            darkness: (0.60, 0.72),
+            speckle: 0.20,
             halo: 1.9,
             nuclei: (1, 2),
-            ..style(
-                (1, 2),
-                (0.28, 0.36),
-                (0.65, 0.9),
-                (0.22, 0.3),
-                (0.7, 0.9),
-                0.14,
-                (0.6, 0.72),
-                0.2,
-                SQUAMOUS,
-            )
+            ..INTERMEDIATE
         },
-        "ASC_H" => style(
-            (1, 3),
-            (0.15, 0.2),
-            (0.8, 1.0),
-            (0.42, 0.52),
-            (0.75, 0.95),
-            0.1,
-            (0.6, 0.72),
-            0.2,
-            SQUAMOUS,
-        ),
-        "HSIL" => style(
-            (1, 3),
-            (0.14, 0.19),
-            (0.8, 1.0),
-            (0.6, 0.72),
-            (0.65, 0.9),
-            0.2,
-            (0.78, 0.9),
-            0.35,
-            SQUAMOUS,
-        ),
-        "SCC" => style(
-            (1, 2),
-            (0.22, 0.32),
-            (0.3, 0.5),
-            (0.38, 0.5),
-            (0.45, 0.7),
-            0.3,
-            (0.85, 0.95),
-            0.3,
-            KERATIN,
-        ),
+        "ASC_H" => Style {
+            cells: (1, 3),
+            cell_radius: (0.15, 0.20),
+            cell_aspect: (0.8, 1.0),
+            nucleus_ratio: (0.42, 0.52),
+            nucleus_aspect: (0.75, 0.95),
+            irregularity: 0.10,
+            darkness: (0.60, 0.72),
+            speckle: 0.20,
+            ..INTERMEDIATE
+        },
+        "HSIL" => Style {
+            cells: (1, 3),
+            cell_radius: (0.14, 0.19),
+            cell_aspect: (0.8, 1.0),
+            nucleus_ratio: (0.60, 0.72),
+            nucleus_aspect: (0.65, 0.90),
+            irregularity: 0.20,
+            darkness: (0.78, 0.90),
+            speckle: 0.35,
+            ..INTERMEDIATE
+        },
+        // Elongated, often keratinised (orange) cells with bizarre, very dark nuclei.
+        "SCC" => Style {
+            cell_radius: (0.22, 0.32),
+            cell_aspect: (0.30, 0.50),
+            nucleus_ratio: (0.38, 0.50),
+            nucleus_aspect: (0.45, 0.70),
+            irregularity: 0.30,
+            darkness: (0.85, 0.95),
+            speckle: 0.30,
+            palette: KERATIN,
+            ..INTERMEDIATE
+        },
         // Other labels of set A.
-        "NILM_superficial" => style(
-            (1, 2),
-            (0.3, 0.38),
-            (0.7, 0.95),
-            (0.08, 0.11),
-            (0.9, 1.0),
-            0.0,
-            (0.85, 0.95),
-            0.02,
-            KERATIN,
-        ),
-        "NILM_intermediate" => style(
-            (1, 2),
-            (0.3, 0.38),
-            (0.7, 0.95),
-            (0.14, 0.18),
-            (0.85, 1.0),
-            0.0,
-            (0.4, 0.5),
-            0.08,
-            SQUAMOUS,
-        ),
-        "NILM_parabasal" => style(
-            (2, 3),
-            (0.16, 0.2),
-            (0.85, 1.0),
-            (0.3, 0.36),
-            (0.85, 1.0),
-            0.02,
-            (0.45, 0.55),
-            0.08,
-            SQUAMOUS,
-        ),
-        "Endocervical" => style(
-            (2, 4),
-            (0.16, 0.22),
-            (0.35, 0.5),
-            (0.3, 0.4),
-            (0.7, 0.85),
-            0.02,
-            (0.5, 0.6),
-            0.06,
-            GLANDULAR,
-        ),
-        "Metaplastic" => style(
-            (1, 3),
-            (0.18, 0.24),
-            (0.75, 0.95),
-            (0.26, 0.32),
-            (0.8, 1.0),
-            0.04,
-            (0.5, 0.6),
-            0.1,
-            SQUAMOUS,
-        ),
-        "Atrophy" => style(
-            (3, 5),
-            (0.11, 0.14),
-            (0.8, 1.0),
-            (0.4, 0.46),
-            (0.6, 0.75),
-            0.03,
-            (0.5, 0.6),
-            0.06,
-            SQUAMOUS,
-        ),
+        "NILM_superficial" => Style {
+            nucleus_ratio: (0.08, 0.11),
+            nucleus_aspect: (0.9, 1.0),
+            darkness: (0.85, 0.95),
+            speckle: 0.02,
+            palette: KERATIN,
+            ..INTERMEDIATE
+        },
+        "NILM_intermediate" => INTERMEDIATE,
+        "NILM_parabasal" => Style {
+            cells: (2, 3),
+            cell_radius: (0.16, 0.20),
+            cell_aspect: (0.85, 1.0),
+            nucleus_ratio: (0.30, 0.36),
+            irregularity: 0.02,
+            darkness: (0.45, 0.55),
+            ..INTERMEDIATE
+        },
+        // Columnar cells with an oval nucleus.
+        "Endocervical" => Style {
+            cells: (2, 4),
+            cell_radius: (0.16, 0.22),
+            cell_aspect: (0.35, 0.50),
+            nucleus_ratio: (0.30, 0.40),
+            nucleus_aspect: (0.70, 0.85),
+            irregularity: 0.02,
+            darkness: (0.50, 0.60),
+            speckle: 0.06,
+            palette: GLANDULAR,
+            ..INTERMEDIATE
+        },
+        "Metaplastic" => Style {
+            cells: (1, 3),
+            cell_radius: (0.18, 0.24),
+            cell_aspect: (0.75, 0.95),
+            nucleus_ratio: (0.26, 0.32),
+            nucleus_aspect: (0.8, 1.0),
+            irregularity: 0.04,
+            darkness: (0.50, 0.60),
+            speckle: 0.10,
+            ..INTERMEDIATE
+        },
+        "Atrophy" => Style {
+            cells: (3, 5),
+            cell_radius: (0.11, 0.14),
+            cell_aspect: (0.8, 1.0),
+            nucleus_ratio: (0.40, 0.46),
+            nucleus_aspect: (0.60, 0.75),
+            irregularity: 0.03,
+            darkness: (0.50, 0.60),
+            speckle: 0.06,
+            ..INTERMEDIATE
+        },
+        // Normal cells crossed by hyphae.
         "Candida" => Style {
             filaments: (2, 4),
-            ..style(
-                (1, 2),
-                (0.28, 0.36),
-                (0.7, 0.95),
-                (0.14, 0.18),
-                (0.85, 1.0),
-                0.0,
-                (0.4, 0.5),
-                0.08,
-                SQUAMOUS,
-            )
+            ..INTERMEDIATE
         },
-        "Reactive" => style(
-            (1, 2),
-            (0.26, 0.32),
-            (0.7, 0.9),
-            (0.22, 0.28),
-            (0.85, 1.0),
-            0.02,
-            (0.35, 0.45),
-            0.04,
-            SQUAMOUS,
-        ),
-        "Trichomonas" => style(
-            (3, 5),
-            (0.07, 0.09),
-            (0.6, 0.8),
-            (0.25, 0.3),
-            (0.5, 0.6),
-            0.0,
-            (0.35, 0.45),
-            0.05,
-            GLANDULAR,
-        ),
+        "Reactive" => Style {
+            cell_radius: (0.26, 0.32),
+            cell_aspect: (0.7, 0.9),
+            nucleus_ratio: (0.22, 0.28),
+            irregularity: 0.02,
+            darkness: (0.35, 0.45),
+            speckle: 0.04,
+            ..INTERMEDIATE
+        },
+        // Small pear-shaped organisms with a faint oval nucleus.
+        "Trichomonas" => Style {
+            cells: (3, 5),
+            cell_radius: (0.07, 0.09),
+            cell_aspect: (0.6, 0.8),
+            nucleus_ratio: (0.25, 0.30),
+            nucleus_aspect: (0.5, 0.6),
+            darkness: (0.35, 0.45),
+            speckle: 0.05,
+            palette: GLANDULAR,
+            ..INTERMEDIATE
+        },
+        // Multinucleated cells with ground-glass chromatin.
         "Herpes" => Style {
+            cells: (1, 1),
+            cell_radius: (0.30, 0.36),
+            cell_aspect: (0.8, 1.0),
+            nucleus_ratio: (0.20, 0.24),
+            irregularity: 0.02,
+            darkness: (0.45, 0.50),
+            speckle: 0.0,
             nuclei: (3, 4),
-            ..style(
-                (1, 1),
-                (0.3, 0.36),
-                (0.8, 1.0),
-                (0.2, 0.24),
-                (0.85, 1.0),
-                0.02,
-                (0.45, 0.5),
-                0.0,
-                SQUAMOUS,
-            )
+            ..INTERMEDIATE
         },
-        "Endometrial" => style(
-            (4, 6),
-            (0.08, 0.1),
-            (0.85, 1.0),
-            (0.55, 0.65),
-            (0.85, 1.0),
-            0.03,
-            (0.7, 0.8),
-            0.1,
-            GLANDULAR,
-        ),
+        // Tight clusters of tiny cells with dark nuclei.
+        "Endometrial" => Style {
+            cells: (4, 6),
+            cell_radius: (0.08, 0.10),
+            cell_aspect: (0.85, 1.0),
+            nucleus_ratio: (0.55, 0.65),
+            irregularity: 0.03,
+            darkness: (0.70, 0.80),
+            speckle: 0.10,
+            palette: GLANDULAR,
+            ..INTERMEDIATE
+        },
+        // Tangled filaments, a cell at most.
         "Actinomyces" => Style {
+            cells: (0, 1),
+            cell_radius: (0.20, 0.26),
+            cell_aspect: (0.7, 0.9),
+            darkness: (0.45, 0.55),
+            speckle: 0.05,
             filaments: (5, 8),
-            ..style(
-                (0, 1),
-                (0.2, 0.26),
-                (0.7, 0.9),
-                (0.14, 0.18),
-                (0.85, 1.0),
-                0.0,
-                (0.45, 0.55),
-                0.05,
-                KERATIN,
-            )
+            palette: KERATIN,
+            ..INTERMEDIATE
         },
         // Unknown labels look like a normal intermediate cell.
-        _ => style_of("NILM_intermediate"),
+        _ => INTERMEDIATE,
     }
 }
 
