@@ -12,7 +12,9 @@
 //! temporary file and renames it into place (readers never see half a file); builders
 //! take an exclusive `flock` on `<key>.lock` first, so a second process or thread that
 //! finds a build in progress waits for it and then reads its result. The kernel drops
-//! the lock when its holder dies, so there is no stale lock to time out.
+//! the lock when its holder dies, so there is no stale lock to time out. (`flock` is
+//! reliable on local file systems only: the cache directory is meant to be local to
+//! the machine whose workers share it.)
 //!
 //! File layout: the magic `SWPIMG01`, the header's length (u64, little-endian), the
 //! header as JSON ([`Header`]), then the pixels.
@@ -111,14 +113,14 @@ pub fn open_or_build(
         source,
     })?;
     let lock_path = cache_dir.join(format!("{key}.lock"));
-    let _lock = BuildLock::acquire(&lock_path)?;
-    let waited = _lock.waited;
+    // Held until this function returns: the build and the rename happen under it.
+    let lock = BuildLock::acquire(&lock_path)?;
 
     // Whoever held the lock before may have built it meanwhile.
     if path.exists() {
         match read(&path, &key, paths, image_size) {
             Ok(decoded) => {
-                let outcome = if waited {
+                let outcome = if lock.waited {
                     CacheOutcome::Waited
                 } else {
                     CacheOutcome::Hit
