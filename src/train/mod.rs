@@ -14,6 +14,7 @@ use crate::sweep::{DatasetSpec, Params, StageKind};
 pub mod backbone;
 pub mod data;
 pub mod metrics;
+pub mod synth;
 
 /// Everything one training job needs, resolved by the worker.
 #[derive(Debug, Clone)]
@@ -43,7 +44,11 @@ pub enum TrainEvent {
     /// A metric value at a step (per-epoch metrics use the epoch as the step).
     Metric { step: i64, name: String, value: f64 },
     /// Progress within the job, for heartbeats and `status`.
-    Progress { epoch: i64, step: i64, total_steps: i64 },
+    Progress {
+        epoch: i64,
+        step: i64,
+        total_steps: i64,
+    },
     /// A checkpoint was written atomically at this path.
     Checkpoint { epoch: i64, path: PathBuf },
 }
