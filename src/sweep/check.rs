@@ -121,7 +121,13 @@ impl Checker<'_> {
         }
 
         // Selections by name, so a stage can check its `from` before the selections'
-        // own rules (which need the stages) are checked.
+        // own rules (which need the checked stages) are. A selection ranking a stage
+        // that does not exist is its own error, not the stage's.
+        let stage_names: BTreeSet<&str> = raw_file
+            .stages
+            .iter()
+            .map(|stage| stage.get_ref().name.get_ref().as_str())
+            .collect();
         let mut selection_index: HashMap<&str, usize> = HashMap::new();
         for (index, selection) in raw_file.selections.iter().enumerate() {
             let selection = selection.get_ref();
@@ -140,6 +146,11 @@ impl Checker<'_> {
                     ),
                 ));
             }
+            self.known_stage(
+                &selection.from,
+                &stage_names,
+                &format!("selections[{index}].from"),
+            )?;
         }
 
         let mut stages: Vec<StageSpec> = Vec::new();
@@ -176,6 +187,26 @@ impl Checker<'_> {
             stages,
             selections,
         })
+    }
+
+    fn known_stage(
+        &self,
+        name: &Spanned<String>,
+        stages: &BTreeSet<&str>,
+        field: &str,
+    ) -> SweepResult<()> {
+        if stages.contains(name.get_ref().as_str()) {
+            return Ok(());
+        }
+        Err(self.invalid(
+            name.span(),
+            field,
+            format!(
+                "no stage named `{}` (defined: {})",
+                name.get_ref(),
+                list_or_none(stages.iter())
+            ),
+        ))
     }
 
     /// Names become folder names and appear in reports: letters, digits, `_`, `-`, `.`.
@@ -391,6 +422,8 @@ impl Checker<'_> {
         }
         let sum: f64 = parts.iter().map(|part| *part.get_ref()).sum();
         if (sum - 1.0).abs() > 1e-6 {
+            // Rounded so 0.7 + 0.2 + 0.15 reads 1.05, not 1.0499999999999998.
+            let sum = (sum * 1e6).round() / 1e6;
             return Err(self.invalid(split.span(), field, format!("ratios sum to {sum}, not 1")));
         }
         Ok(parts.iter().map(|part| *part.get_ref()).collect())
@@ -849,7 +882,7 @@ impl Checker<'_> {
                         stage.name,
                         list_or_none(fields.names.iter()),
                         stage.kind.as_str(),
-                        metrics.unwrap_or_default().join(", ")
+                        list_or_none(metrics.unwrap_or_default().iter())
                     ),
                 ));
             }

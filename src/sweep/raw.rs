@@ -148,7 +148,8 @@ pub fn parse(text: &str, origin: &Path) -> SweepResult<RawFile> {
             } else {
                 field
             },
-            message: inner.message().trim_end().to_owned(),
+            // One line: the parser puts its "expected ..." hint on a line of its own.
+            message: inner.message().trim_end().replace('\n', "; "),
         }
     })
 }
