@@ -907,3 +907,85 @@ fn exclude_removes_matching_cells() {
     let summary = dry_run_summary(&parse_ok(&text));
     assert!(summary.contains("pretext: 4 jobs (2 data_fraction × 2 batch_size × 2 backbone × 1 seed, 4 cells excluded)"), "{summary}");
 }
+
+#[test]
+fn refuses_bad_selection_settings() {
+    refused(
+        "per = [\"backbone\"]",
+        "per = [\"backbone\"]\ntop = -2",
+        ("-2", 0),
+        "selections[0].top",
+        "at least 1",
+    );
+    refused(
+        "per = [\"backbone\"]",
+        "per = [\"backbone\"]\non_failure = \"skip\"",
+        ("\"skip\"", 0),
+        "selections[0].on_failure",
+        "not \"wait\" or \"promote\"",
+    );
+    refused(
+        "per = [\"backbone\"]",
+        "per = [\"backbone\", \"backbone\"]",
+        ("\"backbone\"", 1),
+        "selections[0].per",
+        "listed twice",
+    );
+}
+
+#[test]
+fn refuses_bad_dataset_fields() {
+    refused(
+        "folder = \"setA\"",
+        "folder = \"setA\"\ntest_max_total = 10",
+        ("10", 0),
+        "datasets.A.test_max_total",
+        "needs `test_folder`",
+    );
+    refused(
+        "folder = \"setA\"",
+        "folder = \"setA\"\ninclude_labels = [\"HSIL\", \"SCC\"]\nexclude_labels = [\"SCC\"]",
+        ("\"SCC\"", 1),
+        "datasets.A.exclude_labels",
+        "both included and excluded",
+    );
+    refused(
+        "folder = \"setA\"",
+        "folder = \"setA\"\ntake_labels = 0",
+        ("0", 1),
+        "datasets.A.take_labels",
+        "at least 1",
+    );
+}
+
+#[test]
+fn data_root_comes_from_the_file_or_the_override() {
+    let text = edit(BASE, "data_root = \"data\"\n", "");
+    let (location, field, message) = invalid(&text);
+    assert_eq!(location, at(&text, "[sweep]", 0));
+    assert_eq!(field, "sweep.data_root");
+    assert!(message.contains("--data-root"), "{message}");
+    let overrides = Overrides {
+        data_root: Some("/srv/data".into()),
+    };
+    let loaded = parse_str(&text, Path::new(ORIGIN), &overrides).expect("override supplies it");
+    assert_eq!(loaded.spec.data_root, Path::new("/srv/data"));
+    // Relative roots are relative to the current directory.
+    let spec = parse_ok(BASE);
+    assert_eq!(
+        spec.data_root,
+        std::env::current_dir().expect("cwd").join("data")
+    );
+}
+
+#[test]
+fn refuses_a_file_without_a_sweep_table() {
+    let text = BASE.replacen(
+        "[sweep]\nname = \"x\"\ndata_root = \"data\"\nseeds = [0]\n",
+        "",
+        1,
+    );
+    let (location, _, message) = invalid(&text);
+    assert_eq!(location, format!("{ORIGIN}:1:1"));
+    assert!(message.contains("missing field `sweep`"), "{message}");
+}

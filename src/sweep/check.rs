@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Number, Value};
 use toml::Spanned;
 
-use super::raw::{self, OrderedTable, RawDataset, RawFile, RawSelection, RawStage};
+use super::raw::{self, RawDataset, RawFile, RawParams, RawSelection, RawStage};
 use super::{
     DatasetSpec, OnFailure, Overrides, Params, Preference, SelectionSpec, Spec, StageKind,
     StageSpec, SweepError, SweepResult,
@@ -59,7 +59,6 @@ struct Checker<'a> {
 /// `seed`, and for downstream stages everything their winners carried.
 #[derive(Debug, Clone, Default)]
 struct StageFields {
-    axes: Vec<String>,
     names: BTreeSet<String>,
 }
 
@@ -600,8 +599,9 @@ impl Checker<'_> {
             .map(|seeds| self.seeds(seeds, &field("seeds")))
             .transpose()?;
 
-        fields.axes = grid.iter().map(|(axis, _)| axis.clone()).collect();
-        fields.names.extend(fields.axes.iter().cloned());
+        fields
+            .names
+            .extend(grid.iter().map(|(axis, _)| axis.clone()));
         fields.names.extend(params.keys().cloned());
         fields.names.insert("seed".to_owned());
 
@@ -715,7 +715,7 @@ impl Checker<'_> {
 
     fn exclude(
         &self,
-        exclude: &Spanned<Vec<Spanned<OrderedTable<Spanned<toml::Value>>>>>,
+        exclude: &Spanned<Vec<Spanned<RawParams>>>,
         grid: &[(String, Vec<Value>)],
         field: &str,
     ) -> SweepResult<Vec<Params>> {

@@ -63,15 +63,21 @@ pub struct RawStage {
     /// Kept as a string so an unknown kind gets a message listing the known ones.
     pub kind: Spanned<String>,
     pub dataset: Option<Spanned<String>>,
-    pub grid: Option<Spanned<OrderedTable<Spanned<Vec<Spanned<toml::Value>>>>>>,
-    pub params: Option<Spanned<OrderedTable<Spanned<toml::Value>>>>,
-    pub exclude: Option<Spanned<Vec<Spanned<OrderedTable<Spanned<toml::Value>>>>>>,
+    pub grid: Option<Spanned<RawGrid>>,
+    pub params: Option<Spanned<RawParams>>,
+    pub exclude: Option<Spanned<Vec<Spanned<RawParams>>>>,
     pub from: Option<Spanned<String>>,
     pub command: Option<Spanned<Vec<Spanned<String>>>>,
     pub seeds: Option<Spanned<Vec<Spanned<i64>>>>,
     pub priority: Option<Spanned<i64>>,
     pub max_attempts: Option<Spanned<i64>>,
 }
+
+/// Axis name → its values, each value with its position.
+pub type RawGrid = OrderedTable<Spanned<Vec<Spanned<toml::Value>>>>;
+
+/// Parameter name → value: `[stages.params]` and each `exclude` entry.
+pub type RawParams = OrderedTable<Spanned<toml::Value>>;
 
 /// One `[[selections]]` entry.
 #[derive(Debug, Deserialize)]
