@@ -20,4 +20,7 @@ pub enum SweepError {
         field: String,
         message: String,
     },
+    /// A `command` argument names a placeholder the job has no value for.
+    #[error("command argument {argument:?}: {message}")]
+    Placeholder { argument: String, message: String },
 }

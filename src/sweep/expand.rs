@@ -1,1 +1,433 @@
-//! TODO
+//! From a checked [`Spec`] to jobs: the grid cells of every root stage, the jobs a
+//! selection's winner starts downstream, and the stable key that makes submitting the
+//! same cell twice a no-op.
+//!
+//! A key is the SHA-256 of the canonical JSON (keys sorted, no whitespace) of what
+//! decides a job's outcome: stage name, kind, parameters (seed included), the
+//! dataset definition, the command, and for downstream jobs the winner's key. It
+//! leaves out what does not: priority, attempts, `data_root` (each machine may mount
+//! the data elsewhere) and the rest of the grid, so extending a grid keeps the keys
+//! of the cells already there.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::check::{placeholders, same_value};
+use super::select::{self, Candidate};
+use super::{JobSpec, Params, Spec, StageSpec, SweepError, SweepResult};
+
+/// Every job of the stages that run on no selection, stage by stage in file order;
+/// within a stage the first axis varies slowest and the seed fastest.
+pub fn expand(spec: &Spec) -> Vec<JobSpec> {
+    spec.stages
+        .iter()
+        .filter(|stage| stage.from.is_none())
+        .flat_map(|stage| root_jobs(spec, stage))
+        .collect()
+}
+
+/// The jobs one winner of `selection` starts: one per stage whose `from` is that
+/// selection (one per seed where the stage sets its own seeds). Its parameters are the
+/// winner's, overlaid by the stage's own. An unknown selection starts nothing.
+pub fn downstream(spec: &Spec, selection: &str, winner: &Candidate) -> Vec<JobSpec> {
+    let mut jobs = Vec::new();
+    for stage in spec
+        .stages
+        .iter()
+        .filter(|stage| stage.from.as_deref() == Some(selection))
+    {
+        let mut params = winner.params.clone();
+        params.extend(stage.params.clone());
+        let seeds: Vec<Option<i64>> = match &stage.seeds {
+            Some(seeds) => seeds.iter().copied().map(Some).collect(),
+            // The winner's own seed, already in its parameters.
+            None => vec![None],
+        };
+        for seed in seeds {
+            let mut params = params.clone();
+            if let Some(seed) = seed {
+                params.insert("seed".to_owned(), Value::from(seed));
+            }
+            let key = job_key(spec, stage, &params, Some(&winner.key));
+            jobs.push(job(stage, key, params));
+        }
+    }
+    jobs
+}
+
+/// What `submit --dry-run` prints: how many jobs each stage gets now, and how many a
+/// downstream stage will get once its selection has promoted.
+pub fn dry_run_summary(spec: &Spec) -> String {
+    let mut now = 0;
+    let mut later = 0;
+    let mut lines = Vec::new();
+    for stage in &spec.stages {
+        match &stage.from {
+            None => {
+                let count = root_jobs(spec, stage).len();
+                now += count;
+                lines.push(format!(
+                    "{}: {}{}",
+                    stage.name,
+                    jobs(count),
+                    grid_shape(spec, stage)
+                ));
+            }
+            Some(selection_name) => {
+                let plan = promoted(spec, stage);
+                later += plan.count;
+                let seeds = match &stage.seeds {
+                    Some(seeds) => format!(" × {}", plural(seeds.len(), "seed")),
+                    None => String::new(),
+                };
+                let (per, top) = spec
+                    .selection(selection_name)
+                    .map(|selection| (selection.per.join(", "), selection.top))
+                    .unwrap_or_default();
+                let groups = match plan.groups {
+                    Some(groups) => plural(groups, "group"),
+                    None => "groups".to_owned(),
+                };
+                lines.push(format!(
+                    "{}: {}{} once promoted ({groups} of [{per}] × top {top}{seeds}, \
+                     from selection {selection_name})",
+                    stage.name,
+                    if plan.groups.is_some() {
+                        ""
+                    } else {
+                        "at most "
+                    },
+                    jobs(plan.count),
+                ));
+            }
+        }
+    }
+    let mut out = format!(
+        "sweep {}: {} now, {} more once promoted\n",
+        spec.name,
+        jobs(now),
+        later
+    );
+    for line in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Fills a command's `{name}` placeholders from the job's parameters, then from
+/// `runtime` (the worker's `job_id`, `attempt`, `job_dir`, `data_root`). Strings go in
+/// as they are, other values as JSON (`64`, `0.5`, `true`).
+pub fn render_command(
+    command: &[String],
+    params: &Params,
+    runtime: &Params,
+) -> SweepResult<Vec<String>> {
+    command
+        .iter()
+        .map(|argument| render_argument(argument, params, runtime))
+        .collect()
+}
+
+fn render_argument(argument: &str, params: &Params, runtime: &Params) -> SweepResult<String> {
+    let fail = |message: String| SweepError::Placeholder {
+        argument: argument.to_owned(),
+        message,
+    };
+    // Validates the braces; the loop below then walks the same structure.
+    placeholders(argument).map_err(fail)?;
+    let mut out = String::new();
+    let mut rest = argument;
+    while let Some(position) = rest.find(['{', '}']) {
+        out.push_str(&rest[..position]);
+        let (brace, after) = (&rest[position..position + 1], &rest[position + 1..]);
+        if after.starts_with(brace) {
+            out.push_str(brace);
+            rest = &after[1..];
+            continue;
+        }
+        // `placeholders` accepted the argument, so this `{` has a closing `}`.
+        let end = after.find('}').unwrap_or(after.len());
+        let name = &after[..end];
+        let value = params
+            .get(name)
+            .or_else(|| runtime.get(name))
+            .ok_or_else(|| fail(format!("{{{name}}} names no parameter of this job")))?;
+        match value {
+            Value::String(text) => out.push_str(text),
+            other => out.push_str(&other.to_string()),
+        }
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// SHA-256 as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// JSON with object keys sorted at every level and no whitespace: the same value
+/// always gives the same text, whatever order it was built in.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(object) => {
+            let mut keys: Vec<&String> = object.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&object[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{scalar}");
+        }
+    }
+}
+
+/// The key of a job of `stage` with these resolved parameters.
+pub fn job_key(spec: &Spec, stage: &StageSpec, params: &Params, parent: Option<&str>) -> String {
+    let mut config = json!({
+        "stage": stage.name,
+        "kind": stage.kind.as_str(),
+        "params": params,
+        "dataset": dataset_config(spec, stage),
+        "command": stage.command,
+    });
+    if let Some(parent) = parent {
+        config["parent"] = Value::String(parent.to_owned());
+    }
+    sha256_hex(canonical_json(&config).as_bytes())
+}
+
+/// The stage's dataset definition with unset fields left out, so a field added to
+/// [`DatasetSpec`](super::DatasetSpec) later, unset, changes no existing key.
+fn dataset_config(spec: &Spec, stage: &StageSpec) -> Value {
+    let Some(dataset) = spec.dataset_of(stage) else {
+        return Value::Null;
+    };
+    match serde_json::to_value(dataset) {
+        Ok(Value::Object(mut fields)) => {
+            fields.retain(|_, value| match value {
+                Value::Null => false,
+                Value::Array(items) => !items.is_empty(),
+                _ => true,
+            });
+            Value::Object(fields)
+        }
+        // A struct of paths, strings and numbers always serializes to an object.
+        _ => Value::Null,
+    }
+}
+
+/// The grid cells of a stage, axes in file order (first slowest), minus excludes.
+fn cells(stage: &StageSpec) -> Vec<Params> {
+    let mut cells = vec![Params::new()];
+    for (axis, values) in &stage.grid {
+        cells = cells
+            .into_iter()
+            .flat_map(|cell| {
+                values.iter().map(move |value| {
+                    let mut cell = cell.clone();
+                    cell.insert(axis.clone(), value.clone());
+                    cell
+                })
+            })
+            .collect();
+    }
+    cells.retain(|cell| !stage.exclude.iter().any(|rule| matches_rule(cell, rule)));
+    cells
+}
+
+/// A cell matches an exclude rule when it has every value the rule names.
+fn matches_rule(cell: &Params, rule: &Params) -> bool {
+    rule.iter().all(|(axis, value)| {
+        cell.get(axis)
+            .is_some_and(|cell_value| same_value(cell_value, value))
+    })
+}
+
+fn root_jobs(spec: &Spec, stage: &StageSpec) -> Vec<JobSpec> {
+    let mut jobs = Vec::new();
+    for cell in cells(stage) {
+        for &seed in spec.seeds_of(stage) {
+            let mut params = cell.clone();
+            params.extend(stage.params.clone());
+            params.insert("seed".to_owned(), Value::from(seed));
+            let key = job_key(spec, stage, &params, None);
+            jobs.push(job(stage, key, params));
+        }
+    }
+    jobs
+}
+
+fn job(stage: &StageSpec, key: String, params: Params) -> JobSpec {
+    JobSpec {
+        stage: stage.name.clone(),
+        kind: stage.kind,
+        key,
+        params,
+        priority: stage.priority,
+        max_attempts: stage.max_attempts,
+    }
+}
+
+/// ` (4 backbone × 3 batch_size × 1 seed, 2 cells excluded)`.
+fn grid_shape(spec: &Spec, stage: &StageSpec) -> String {
+    let mut factors: Vec<String> = stage
+        .grid
+        .iter()
+        .map(|(axis, values)| format!("{} {axis}", values.len()))
+        .collect();
+    factors.push(plural(spec.seeds_of(stage).len(), "seed"));
+    let full: usize = stage.grid.iter().map(|(_, values)| values.len()).product();
+    let excluded = full - cells(stage).len();
+    let excluded = if excluded > 0 {
+        format!(", {} excluded", plural(excluded, "cell"))
+    } else {
+        String::new()
+    };
+    format!(" ({}{excluded})", factors.join(" × "))
+}
+
+/// How many jobs a downstream stage gets once every group has promoted; `groups` is
+/// `None` where that depends on results not known yet (the count is then a bound).
+struct Promoted {
+    count: usize,
+    groups: Option<usize>,
+}
+
+fn promoted(spec: &Spec, stage: &StageSpec) -> Promoted {
+    let seeds = stage.seeds.as_ref().map_or(1, Vec::len);
+    let Some(selection) = stage.from.as_deref().and_then(|name| spec.selection(name)) else {
+        return Promoted {
+            count: 0,
+            groups: Some(0),
+        };
+    };
+    let Some(ranked) = spec.stage(&selection.from) else {
+        return Promoted {
+            count: 0,
+            groups: Some(0),
+        };
+    };
+    if ranked.from.is_some() {
+        // Ranking a downstream stage: its candidates are winners not known yet, so
+        // the number of groups is not either; every candidate winning is the bound.
+        return Promoted {
+            count: promoted(spec, ranked).count * seeds,
+            groups: None,
+        };
+    }
+    let mut sizes: Vec<(Params, usize)> = Vec::new();
+    for job in root_jobs(spec, ranked) {
+        let group = select::group_of(selection, &job.params);
+        match sizes.iter_mut().find(|(known, _)| *known == group) {
+            Some((_, size)) => *size += 1,
+            None => sizes.push((group, 1)),
+        }
+    }
+    let winners: usize = sizes
+        .iter()
+        .map(|(_, size)| (*size).min(selection.top))
+        .sum();
+    Promoted {
+        count: winners * seeds,
+        groups: Some(sizes.len()),
+    }
+}
+
+fn jobs(count: usize) -> String {
+    plural(count, "job")
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(value: Value) -> Params {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("tests pass objects"),
+        }
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a = json!({"b": 1, "a": {"y": [1, {"d": 2, "c": 3}], "x": "s"}});
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":"s","y":[1,{"c":3,"d":2}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn sha256_matches_the_standard_test_vector() {
+        // FIPS 180-2, appendix B.1.
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn render_fills_parameters_then_runtime_values() {
+        let command = vec![
+            "train".to_owned(),
+            "--bs={batch_size}".to_owned(),
+            "--name={backbone}".to_owned(),
+            "{job_dir}/out-{{x}}".to_owned(),
+        ];
+        let job = params(json!({"batch_size": 64, "backbone": "resnet50"}));
+        let runtime = params(json!({"job_dir": "/tmp/j"}));
+        assert_eq!(
+            render_command(&command, &job, &runtime).expect("every placeholder has a value"),
+            ["train", "--bs=64", "--name=resnet50", "/tmp/j/out-{x}"]
+        );
+        let missing = render_command(&["{lr}".to_owned()], &job, &runtime);
+        assert!(matches!(missing, Err(SweepError::Placeholder { .. })));
+    }
+
+    #[test]
+    fn exclude_rules_match_on_every_named_value() {
+        let cell = params(json!({"a": 1, "b": "x"}));
+        assert!(matches_rule(&cell, &params(json!({"a": 1.0}))));
+        assert!(matches_rule(&cell, &params(json!({"a": 1, "b": "x"}))));
+        assert!(!matches_rule(&cell, &params(json!({"a": 1, "b": "y"}))));
+    }
+}

@@ -6,7 +6,7 @@
 //! reach the store or the trainer unchecked.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -18,6 +18,42 @@ pub mod raw;
 pub mod select;
 
 pub use error::{SweepError, SweepResult};
+
+/// Settings from the command line or the environment that replace the file's own.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `[sweep] data_root` (`--data-root`, `SWEEPER_DATA_ROOT`).
+    pub data_root: Option<PathBuf>,
+}
+
+/// A checked sweep file with the text it was read from.
+#[derive(Debug, Clone)]
+pub struct LoadedSweep {
+    pub spec: Spec,
+    pub text: String,
+    /// SHA-256 (lowercase hex) of `text`: tells a resubmitted file from an edited one.
+    pub hash: String,
+}
+
+/// Reads, parses and checks a sweep file; nothing is written anywhere.
+pub fn load_file(path: &Path, overrides: &Overrides) -> SweepResult<LoadedSweep> {
+    let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_str(&text, path, overrides)
+}
+
+/// Parses and checks sweep text; `origin` is the file name errors are reported against.
+pub fn parse_str(text: &str, origin: &Path, overrides: &Overrides) -> SweepResult<LoadedSweep> {
+    let raw_file = raw::parse(text, origin)?;
+    let spec = check::check(raw_file, text, origin, overrides)?;
+    Ok(LoadedSweep {
+        spec,
+        text: text.to_owned(),
+        hash: expand::sha256_hex(text.as_bytes()),
+    })
+}
 
 /// A parameter set: axis values and fixed parameters, resolved for one job.
 pub type Params = Map<String, Value>;
@@ -35,6 +71,31 @@ pub struct Spec {
     /// In file order; a stage only names selections of stages before it.
     pub stages: Vec<StageSpec>,
     pub selections: Vec<SelectionSpec>,
+}
+
+impl Spec {
+    pub fn stage(&self, name: &str) -> Option<&StageSpec> {
+        self.stages.iter().find(|stage| stage.name == name)
+    }
+
+    pub fn selection(&self, name: &str) -> Option<&SelectionSpec> {
+        self.selections
+            .iter()
+            .find(|selection| selection.name == name)
+    }
+
+    /// The dataset a stage trains on, if it names one.
+    pub fn dataset_of(&self, stage: &StageSpec) -> Option<&DatasetSpec> {
+        stage
+            .dataset
+            .as_ref()
+            .and_then(|name| self.datasets.get(name))
+    }
+
+    /// The seeds a stage runs with: its own, or the sweep's.
+    pub fn seeds_of<'a>(&'a self, stage: &'a StageSpec) -> &'a [i64] {
+        stage.seeds.as_deref().unwrap_or(&self.seeds)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,6 +138,10 @@ pub struct StageSpec {
     pub from: Option<String>,
     /// Program and arguments for `command` stages; `{name}` is replaced by a parameter.
     pub command: Option<Vec<String>>,
+    /// Replaces [`Spec::seeds`] for this stage. For a stage with `from`, each winner
+    /// runs once per seed; without it, once with the winner's own seed.
+    #[serde(default)]
+    pub seeds: Option<Vec<i64>>,
     pub priority: i32,
     pub max_attempts: i32,
 }
