@@ -323,7 +323,10 @@ fn models_table_lists_every_backbone_with_reference_counts() {
 #[test]
 #[ignore = "needs a CUDA device; scripts/gpu-check.sh runs it"]
 fn cuda_features_match_cpu() {
-    assert!(tch::Cuda::is_available(), "cuda_features_match_cpu needs a CUDA device");
+    assert!(
+        tch::Cuda::is_available(),
+        "cuda_features_match_cpu needs a CUDA device"
+    );
     let gpu = Device::Cuda(0);
     for info in BACKBONES {
         let size = info.min_input.max(64);

@@ -28,9 +28,14 @@ fn ldd_lists_libtorch_cuda() {
         .lines()
         .find(|l| l.contains("libtorch_cuda.so"))
         .unwrap_or_else(|| panic!("ldd does not list libtorch_cuda.so:\n{listing}"));
-    assert!(!cuda.contains("not found"), "libtorch_cuda.so is not resolved: {cuda}");
     assert!(
-        !listing.lines().any(|l| l.contains("libtorch") && l.contains("not found")),
+        !cuda.contains("not found"),
+        "libtorch_cuda.so is not resolved: {cuda}"
+    );
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.contains("libtorch") && l.contains("not found")),
         "a libtorch library is not resolved:\n{listing}"
     );
 }
