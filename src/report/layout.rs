@@ -291,6 +291,7 @@ mod tests {
             kind: StageKind::Pretext,
             grid: vec![(DATA_FRACTION.into(), vec![json!(1.0), json!(0.7)])],
             nominal_size,
+            params: Default::default(),
         }
     }
 

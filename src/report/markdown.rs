@@ -48,9 +48,18 @@ pub fn markdown(input: &ReportInput) -> String {
     for (number, stage) in input.stages.iter().enumerate() {
         let title = stage_title(stage.kind);
         let _ = writeln!(out, "## Stage {}: {title} (`{}`)\n", number + 1, stage.name);
+        if !stage.params.is_empty() {
+            let fixed: Vec<String> = stage
+                .params
+                .iter()
+                .map(|(key, value)| format!("{key} {}", plain(value)))
+                .collect();
+            let _ = writeln!(out, "Parameters: {}.\n", fixed.join(", "));
+        }
         match stage.kind {
             StageKind::Pretext => pretext_section(
                 &mut out,
+                stage,
                 &pretext_layout(stage, &input.jobs),
                 &mut used_marks,
             ),
@@ -185,7 +194,12 @@ fn mean(values: &[f64]) -> Option<f64> {
     mean_std(values).map(|(mean, _)| mean)
 }
 
-fn pretext_section(out: &mut String, layout: &PretextLayout, used_marks: &mut BTreeSet<Mark>) {
+fn pretext_section(
+    out: &mut String,
+    layout_stage: &StageInfo,
+    layout: &PretextLayout,
+    used_marks: &mut BTreeSet<Mark>,
+) {
     let projections: Vec<String> = layout.projections.iter().map(plain).collect();
     let _ = writeln!(
         out,
@@ -240,6 +254,13 @@ fn pretext_section(out: &mut String, layout: &PretextLayout, used_marks: &mut BT
                 "| :--: | :-----: | :----: | :---: | :-------: | :----------: |"
             );
             let middle = panel.rows.len().saturating_sub(1) / 2;
+            // `a/b/c` as the seed writes it; spaced when a cell holds more than a number.
+            let plain_cells = panel
+                .rows
+                .iter()
+                .flat_map(|row| row.cells.iter())
+                .all(|cell| cell.jobs.len() == 1 && cell.jobs[0].state == JobState::Succeeded);
+            let separator = if plain_cells { "/" } else { " / " };
             let mut lowest: Vec<(f64, String)> = Vec::new();
             for (index, row) in panel.rows.iter().enumerate() {
                 let means: Vec<Option<f64>> = row
@@ -279,8 +300,8 @@ fn pretext_section(out: &mut String, layout: &PretextLayout, used_marks: &mut BT
                     out,
                     "| {backbone_cell} | {} | {batch_cell} | {projections} | {} | {} |",
                     row.data_label,
-                    optimizer(row.cells.iter()),
-                    cells.join("/")
+                    optimizer(row.cells.iter(), layout_stage),
+                    cells.join(separator)
                 );
             }
             out.push('\n');
@@ -301,8 +322,9 @@ fn pretext_section(out: &mut String, layout: &PretextLayout, used_marks: &mut BT
     }
 }
 
-/// The row's optimizer(s) as the seed writes them (`LARS`), `—` when no job says.
-fn optimizer<'a>(cells: impl Iterator<Item = &'a Cell<'a>>) -> String {
+/// The row's optimizer(s) as the seed writes them (`LARS`): the jobs', else the
+/// stage's, `—` when neither says.
+fn optimizer<'a>(cells: impl Iterator<Item = &'a Cell<'a>>, stage: &StageInfo) -> String {
     let mut names: Vec<String> = Vec::new();
     for job in cells.flat_map(|cell| cell.jobs.iter()) {
         if let Some(name) = job.params.get("optimizer") {
@@ -313,7 +335,10 @@ fn optimizer<'a>(cells: impl Iterator<Item = &'a Cell<'a>>) -> String {
         }
     }
     if names.is_empty() {
-        "—".to_string()
+        stage
+            .params
+            .get("optimizer")
+            .map_or("—".to_string(), |name| plain(name).to_uppercase())
     } else {
         names.join("/")
     }
@@ -391,42 +416,66 @@ fn decision_reasoning(
                 .all(|(key, value)| same_value(param(job, key), value))
         })
         .collect();
+    let succeeded = candidates
+        .iter()
+        .filter(|job| job.state == JobState::Succeeded)
+        .count();
     let compared = decision
         .detail
         .get("candidates")
         .and_then(Value::as_array)
         .map(Vec::len)
-        .unwrap_or(candidates.len());
-    let mut counts: BTreeMap<JobState, usize> = BTreeMap::new();
-    for job in &candidates {
-        *counts.entry(job.state).or_default() += 1;
-    }
-    let states: Vec<String> = counts
-        .iter()
-        .map(|(state, n)| format!("{n} {}", state.as_str()))
-        .collect();
+        .unwrap_or(succeeded);
+    let unfinished: Vec<String> = [
+        JobState::Running,
+        JobState::Queued,
+        JobState::Failed,
+        JobState::Cancelled,
+    ]
+    .iter()
+    .filter_map(|state| {
+        let n = candidates.iter().filter(|job| job.state == *state).count();
+        (n > 0).then(|| format!("{n} {}", state.as_str()))
+    })
+    .collect();
     let group: Vec<String> = decision
         .group
         .iter()
         .map(|(k, v)| format!("{k} = {}", plain(v)))
         .collect();
     let mut line = format!(
-        "{} (`{}`): {compared} candidates compared ({})",
+        "{} (`{}`): ",
         group_label(&decision.group),
-        group.join(", "),
-        if states.is_empty() {
-            "no jobs".to_string()
-        } else {
-            states.join(", ")
-        }
+        group.join(", ")
     );
+    if compared == candidates.len() {
+        let _ = write!(line, "{compared} candidates compared");
+    } else {
+        let _ = write!(
+            line,
+            "{compared} of {} candidates compared (not compared: {})",
+            candidates.len(),
+            unfinished.join(", ")
+        );
+    }
     if winner_jobs.is_empty() {
         line.push_str("; no winner yet.");
         return line;
     }
+    let seeds: Vec<&Value> = candidates
+        .iter()
+        .filter_map(|job| job.params.get(SEED))
+        .collect();
+    let several_seeds = seeds.iter().any(|seed| !same_value(seed, seeds[0]));
     let described: Vec<String> = winner_jobs
         .iter()
-        .map(|job| format!("**{}** ({})", names.name(job.id), describe(input, job)))
+        .map(|job| {
+            format!(
+                "**{}** ({})",
+                names.name(job.id),
+                describe(input, job, several_seeds, true)
+            )
+        })
         .collect();
     let _ = write!(line, "; winner {}.", described.join(", "));
     let lowest = candidates
@@ -440,16 +489,16 @@ fn decision_reasoning(
                 line,
                 " Lowest loss of the group: {} ({}).",
                 trimmed(loss, LOSS_DECIMALS),
-                describe(input, job)
+                describe(input, job, several_seeds, false)
             );
         }
     }
     line
 }
 
-/// `30.000 images, batch 256, projection 64, loss 2.84` for a pretext job; its grid
-/// values and metrics for any other.
-fn describe(input: &ReportInput, job: &JobRecord) -> String {
+/// `30.000 images, batch 256, projection 64, loss 2.84` for a pretext job (the seed
+/// only when the group ran several); its grid values and metrics for any other.
+fn describe(input: &ReportInput, job: &JobRecord, with_seed: bool, with_loss: bool) -> String {
     let stage = input.stages.iter().find(|stage| stage.name == job.stage);
     let mut parts = Vec::new();
     if job.kind == StageKind::Pretext {
@@ -465,10 +514,10 @@ fn describe(input: &ReportInput, job: &JobRecord) -> String {
                 parts.push(format!("{label} {}", plain(value)));
             }
         }
-        if let Some(seed) = job.params.get(SEED) {
+        if let Some(seed) = job.params.get(SEED).filter(|_| with_seed) {
             parts.push(format!("seed {}", plain(seed)));
         }
-        if let Some(loss) = job.metric(LOSS) {
+        if let Some(loss) = job.metric(LOSS).filter(|_| with_loss) {
             parts.push(format!("loss {}", trimmed(loss, LOSS_DECIMALS)));
         }
     } else {
@@ -522,9 +571,6 @@ fn downstream_section(
     if jobs.is_empty() {
         let _ = writeln!(out, "No jobs yet.\n");
         return;
-    }
-    if let Some(common) = own_params(input, stage, &jobs) {
-        let _ = writeln!(out, "Parameters: {common}.\n");
     }
     let extra_axes: Vec<&str> = stage
         .grid
@@ -588,36 +634,6 @@ fn downstream_section(
         let _ = writeln!(out, "| {} | {} |", row.label, cells.join(" | "));
     }
     out.push('\n');
-}
-
-/// The parameters every job of the stage shares and did not inherit from its parent
-/// (`batch_size 256, lr 0.2, …`), or `None` when there are none.
-fn own_params(input: &ReportInput, stage: &StageInfo, jobs: &[&JobRecord]) -> Option<String> {
-    let first = jobs.first()?;
-    let inherited = |job: &JobRecord, key: &str, value: &Value| -> bool {
-        match job
-            .parent
-            .and_then(|id| input.jobs.iter().find(|parent| parent.id == id))
-        {
-            Some(parent) => parent.params.get(key).is_some_and(|v| same_value(v, value)),
-            None => key == BACKBONE || key == PROJECTION_DIM || key == DATA_FRACTION,
-        }
-    };
-    let common: Vec<String> = first
-        .params
-        .iter()
-        .filter(|(key, _)| key.as_str() != SEED && stage.axis_values(key).is_empty())
-        .filter(|(key, value)| {
-            jobs.iter().all(|job| {
-                job.params
-                    .get(key.as_str())
-                    .is_some_and(|v| same_value(v, value))
-                    && !inherited(job, key, value)
-            })
-        })
-        .map(|(key, value)| format!("{key} {}", plain(value)))
-        .collect();
-    (!common.is_empty()).then(|| common.join(", "))
 }
 
 /// Any other stage: one row per job, its grid values and numeric results.

@@ -36,6 +36,10 @@ pub struct StageInfo {
     /// The dataset's nominal size (`max_total`), which turns a `data_fraction` into an
     /// image count when a job's result does not carry `train_images`.
     pub nominal_size: Option<u64>,
+    /// The stage's fixed parameters (`epochs = 100`, `lr = 0.2`, …), shown above its
+    /// tables.
+    #[serde(default)]
+    pub params: Params,
 }
 
 impl StageInfo {
