@@ -59,6 +59,7 @@ pub fn parse_import_csv(
         issues,
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines = Lines::new(text);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -75,8 +76,8 @@ pub fn parse_import_csv(
                 "the file is empty; expected a header row",
             )]))
         }
-        Some(Err(error)) => return Err(fail(vec![csv_issue(&error, 1)])),
-        Some(Ok(record)) => (line_of(&record, 1), record),
+        Some(Err(error)) => return Err(fail(vec![lines.of_error(&error, 1)])),
+        Some(Ok(record)) => (lines.of_record(&record, 1), record),
     };
     let columns: Vec<String> = header.iter().map(str::to_string).collect();
     let mut issues = header_issues(header_line, &columns, param_names);
@@ -93,11 +94,11 @@ pub fn parse_import_csv(
         let record = match record {
             Ok(record) => record,
             Err(error) => {
-                issues.push(csv_issue(&error, header_line));
+                issues.push(lines.of_error(&error, header_line));
                 continue;
             }
         };
-        let line = line_of(&record, header_line);
+        let line = lines.of_record(&record, header_line);
         if record.len() != columns.len() {
             issues.push(issue(
                 line,
@@ -163,19 +164,54 @@ fn issue(line: usize, column: Option<&str>, message: &str) -> ImportIssue {
     }
 }
 
-fn line_of(record: &csv::StringRecord, fallback: usize) -> usize {
-    record
-        .position()
-        .map(|position| position.line() as usize)
-        .unwrap_or(fallback)
+/// File lines of byte offsets. The CSV reader counts neither blank lines nor the
+/// ones it skips before a record, so lines are counted here: from a record's byte
+/// offset, past blank and comment lines, to its first field.
+struct Lines<'a> {
+    text: &'a [u8],
+    /// Byte offsets of every `\n` in the text.
+    breaks: Vec<u64>,
 }
 
-fn csv_issue(error: &csv::Error, fallback: usize) -> ImportIssue {
-    let line = error
-        .position()
-        .map(|position| position.line() as usize)
-        .unwrap_or(fallback);
-    issue(line, None, &format!("unreadable CSV: {error}"))
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        let breaks = text
+            .match_indices('\n')
+            .map(|(offset, _)| offset as u64)
+            .collect();
+        Lines {
+            text: text.as_bytes(),
+            breaks,
+        }
+    }
+
+    /// The 1-based line of the first byte at or after `byte` that starts a record.
+    fn at(&self, byte: u64) -> usize {
+        let mut at = byte as usize;
+        while let Some(&c) = self.text.get(at) {
+            match c {
+                b'\n' | b'\r' => at += 1,
+                b'#' => at += self.text[at..].iter().take_while(|c| **c != b'\n').count(),
+                _ => break,
+            }
+        }
+        self.breaks.partition_point(|offset| *offset < at as u64) + 1
+    }
+
+    fn of_record(&self, record: &csv::StringRecord, fallback: usize) -> usize {
+        record
+            .position()
+            .map(|position| self.at(position.byte()))
+            .unwrap_or(fallback)
+    }
+
+    fn of_error(&self, error: &csv::Error, fallback: usize) -> ImportIssue {
+        let line = error
+            .position()
+            .map(|position| self.at(position.byte()))
+            .unwrap_or(fallback);
+        issue(line, None, &format!("unreadable CSV: {error}"))
+    }
 }
 
 fn header_issues(line: usize, columns: &[String], param_names: &[String]) -> Vec<ImportIssue> {

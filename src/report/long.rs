@@ -3,7 +3,6 @@
 
 use serde_json::{json, Value};
 
-use super::markdown::metrics;
 use super::model::ReportInput;
 use super::names::ModelNames;
 
@@ -90,7 +89,7 @@ pub fn csv(input: &ReportInput) -> String {
             .iter()
             .map(|name| csv_value(job.params.get(name)))
             .collect();
-        let job_metrics = metrics(job);
+        let job_metrics = job.metrics();
         let rows: Vec<[String; 2]> = if job_metrics.is_empty() {
             vec![[String::new(), String::new()]]
         } else {
@@ -135,7 +134,7 @@ pub fn json(input: &ReportInput) -> Value {
                 "attempt": job.attempt,
                 "parent": job.parent,
                 "params": job.params,
-                "metrics": metrics(job),
+                "metrics": job.metrics(),
                 "result": job.result,
                 "error": job.error,
             })

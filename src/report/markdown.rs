@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::format::{chance_level, mean_std, plain, pretty_backbone, same_value, trimmed};
 use super::layout::{
@@ -526,27 +525,14 @@ fn describe(input: &ReportInput, job: &JobRecord, with_seed: bool, with_loss: bo
                 parts.push(format!("{axis} {}", plain(value)));
             }
         }
-        parts.extend(
-            metrics(job)
-                .into_iter()
-                .map(|(k, v)| format!("{k} {}", trimmed(v, 3))),
-        );
+        parts.extend(job.metrics().into_iter().filter_map(|(name, value)| {
+            Some(format!(
+                "{name} {}",
+                trimmed(value.as_f64()?, METRIC_DECIMALS)
+            ))
+        }));
     }
     parts.join(", ")
-}
-
-/// The numeric fields of a job's result, by name.
-pub fn metrics(job: &JobRecord) -> BTreeMap<String, f64> {
-    match &job.result {
-        Some(Value::Object(fields)) => fields
-            .iter()
-            .filter_map(|(name, value)| {
-                let number = value.as_f64().filter(|_| !value.is_boolean())?;
-                Some((name.clone(), number))
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    }
 }
 
 /// One row of a downstream table: the model (and any other grid values) and its jobs.
@@ -655,7 +641,7 @@ fn command_section(
     let axes: Vec<&str> = stage.grid.iter().map(|(axis, _)| axis.as_str()).collect();
     let metric_names: BTreeSet<String> = jobs
         .iter()
-        .flat_map(|job| metrics(job).into_keys())
+        .flat_map(|job| job.metrics().into_keys())
         .collect();
     let header: Vec<&str> = axes
         .iter()
@@ -664,22 +650,13 @@ fn command_section(
         .collect();
     let _ = writeln!(out, "| {} |", header.join(" | "));
     let _ = writeln!(out, "|{}", " :--: |".repeat(header.len()));
-    let mut ids: Vec<Uuid> = Vec::new();
     for job in &jobs {
-        ids.push(job.id);
         let mut cells: Vec<String> = axes.iter().map(|axis| plain(param(job, axis))).collect();
-        let job_metrics = metrics(job);
+        let cell = Cell { jobs: vec![job] };
         for name in &metric_names {
-            let cell = Cell { jobs: vec![job] };
             let marks = cell.marks(name);
             used_marks.extend(marks.iter().copied());
-            let values: Vec<f64> = job_metrics
-                .get(name)
-                .copied()
-                .filter(|_| job.state == JobState::Succeeded)
-                .into_iter()
-                .collect();
-            cells.push(cell_text(&values, &marks, 4, false));
+            cells.push(cell_text(&cell.values(name), &marks, 4, false));
         }
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }

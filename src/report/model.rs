@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Number, Value};
 use uuid::Uuid;
 
 use crate::sweep::{Params, StageKind};
@@ -75,6 +75,20 @@ impl JobRecord {
     /// A numeric field of the result, if the job has a result with that field.
     pub fn metric(&self, name: &str) -> Option<f64> {
         self.result.as_ref()?.get(name)?.as_f64()
+    }
+
+    /// The numeric fields of the result (the final metrics), by name, as stored.
+    pub fn metrics(&self) -> BTreeMap<String, Number> {
+        match &self.result {
+            Some(Value::Object(fields)) => fields
+                .iter()
+                .filter_map(|(name, value)| match value {
+                    Value::Number(number) => Some((name.clone(), number.clone())),
+                    _ => None,
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        }
     }
 }
 

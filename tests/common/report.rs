@@ -170,7 +170,10 @@ pub fn pretext_rows(markdown: &str) -> Vec<TableRow> {
                 data: fields[1].to_string(),
                 projections: fields[3].to_string(),
                 optimizer: fields[4].to_string(),
-                cells: fields[5].split('/').map(str::to_string).collect(),
+                cells: fields[5]
+                    .split('/')
+                    .map(|cell| cell.trim().to_string())
+                    .collect(),
             });
         } else if line.starts_with("## ") {
             heading.clear();
