@@ -14,6 +14,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::format::{chance_level, mean_std, plain, pretty_backbone, trimmed};
+#[cfg(test)]
+use super::layout::Mark;
 use super::layout::{pretext_layout, Group, PretextLayout, LOSS, SEED};
 use super::model::ReportInput;
 use super::ReportError;
@@ -250,6 +252,14 @@ impl Figure for LossFigure {
             .map_err(plot_error)?;
         chart
             .configure_mesh()
+            .x_labels(((x_max - x_min) as usize + 1).min(12))
+            .x_label_formatter(&|epoch| {
+                if (epoch - epoch.round()).abs() < 1e-9 {
+                    format!("{epoch:.0}")
+                } else {
+                    format!("{epoch:.1}")
+                }
+            })
             .x_desc("epoch")
             .y_desc("NT-Xent loss")
             .label_style((FAMILY, 14))
@@ -406,7 +416,11 @@ impl Figure for HeatFigure {
                 .margin(12)
                 .x_label_area_size(44)
                 .y_label_area_size(64)
-                .build_cartesian_2d((0..columns).into_segmented(), (0..rows).into_segmented())
+                // An integer range is inclusive as a discrete axis: `0..n - 1` is n slots.
+                .build_cartesian_2d(
+                    (0..columns.max(1) - 1).into_segmented(),
+                    (0..rows.max(1) - 1).into_segmented(),
+                )
                 .map_err(plot_error)?;
             // Row 0 (the most data) is drawn at the top, as in the tables.
             let row_label = |value: &SegmentValue<usize>| match value {
@@ -488,5 +502,17 @@ mod tests {
     #[test]
     fn the_embedded_font_registers() {
         assert!(register_font().is_ok());
+    }
+
+    #[test]
+    fn the_embedded_font_draws_every_mark() {
+        use ab_glyph::Font;
+        let font = ab_glyph::FontRef::try_from_slice(FONT).unwrap();
+        let symbols = Mark::ALL.iter().flat_map(|mark| mark.symbol().chars());
+        for c in symbols.chain("±−—äé".chars()) {
+            assert_ne!(font.glyph_id(c).0, 0, "no glyph for {c:?}");
+        }
+        // A character outside the subset has none, so the check above can fail.
+        assert_eq!(font.glyph_id('中').0, 0);
     }
 }
