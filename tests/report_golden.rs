@@ -5,32 +5,8 @@
 #[path = "common/report.rs"]
 mod common;
 
-use common::{demo_input, golden};
+use common::{check_golden as check, demo_input};
 use sweeper::report;
-
-fn check(name: &str, actual: &str) {
-    let path = golden(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-    if expected != actual {
-        let first_difference = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(e, a)| e != a)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the output, first at line {}:\n--- expected\n{}\n--- actual\n{}",
-            path.display(),
-            first_difference + 1,
-            expected.lines().nth(first_difference).unwrap_or("<end>"),
-            actual.lines().nth(first_difference).unwrap_or("<end>"),
-        );
-    }
-}
 
 #[test]
 fn markdown_matches_the_golden_file() {

@@ -303,6 +303,8 @@ fn report_shows_the_rules_winners_and_the_downstream_tables() {
         }
     }
     let markdown = report::markdown(&input);
+    // The whole regenerated seed report, for reading beside the seed.
+    check_golden("seed-report.md", &markdown);
 
     for (backbone, _, _, name) in winners {
         let pretty = report::pretty_backbone(backbone);

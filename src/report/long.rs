@@ -119,6 +119,7 @@ pub fn json(input: &ReportInput) -> Value {
                 "kind": stage.kind.as_str(),
                 "grid": stage.grid.iter().map(|(axis, values)| json!({"axis": axis, "values": values})).collect::<Vec<_>>(),
                 "nominal_size": stage.nominal_size,
+                "params": stage.params,
             })
         })
         .collect();

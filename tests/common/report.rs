@@ -431,3 +431,28 @@ pub fn demo_input() -> sweeper::report::ReportInput {
         curves,
     }
 }
+
+/// Compares `actual` with `tests/golden/<name>`; `UPDATE_GOLDEN=1` rewrites the file.
+pub fn check_golden(name: &str, actual: &str) {
+    let path = golden(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    if expected != actual {
+        let first_difference = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(e, a)| e != a)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{} differs from the output, first at line {}:\n--- expected\n{}\n--- actual\n{}",
+            path.display(),
+            first_difference + 1,
+            expected.lines().nth(first_difference).unwrap_or("<end>"),
+            actual.lines().nth(first_difference).unwrap_or("<end>"),
+        );
+    }
+}
