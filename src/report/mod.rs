@@ -1,1 +1,65 @@
-//! report
+//! The study's tables and figures, from a [`ReportInput`] the store fills:
+//!
+//! - [`markdown`]: the report laid out like the seed report (pretext tables per
+//!   backbone and batch size with chance levels, marks on unfinished cells and mean ±
+//!   std over seeds; the selection's reasoning; the downstream tables);
+//! - [`csv`] and [`json`]: every job with its parameters and final metrics, long form;
+//! - [`plots`]: loss curves and heat maps, PNG and SVG;
+//! - [`parse_import_csv`]: results of runs made elsewhere, checked row by row before
+//!   the store writes any of them.
+
+use std::path::PathBuf;
+
+mod format;
+mod import;
+mod layout;
+mod long;
+mod markdown;
+pub mod model;
+mod names;
+mod plot;
+
+pub use format::{chance_level, model_backbone, model_name, pretty_backbone};
+pub use import::{parse_import_csv, ImportIssue, ImportRow};
+pub use long::{csv, json};
+pub use markdown::markdown;
+pub use model::{DecisionRecord, JobRecord, JobState, ReportInput, StageInfo};
+pub use plot::plots;
+
+/// Why a report, a plot or an import could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// Rows of an import file that were refused; nothing of the file may be written.
+    #[error("{}", import_message(origin, issues))]
+    Import {
+        origin: PathBuf,
+        issues: Vec<ImportIssue>,
+    },
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot draw {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+    #[error("the embedded plot font could not be loaded")]
+    Font,
+}
+
+pub type ReportResult<T> = Result<T, ReportError>;
+
+/// `file:LINE: column X: message`, one line per refused row.
+fn import_message(origin: &std::path::Path, issues: &[ImportIssue]) -> String {
+    let lines: Vec<String> = issues
+        .iter()
+        .map(|issue| format!("{}:{issue}", origin.display()))
+        .collect();
+    format!(
+        "{} refused ({} bad line{}, nothing imported):\n{}",
+        origin.display(),
+        issues.len(),
+        if issues.len() == 1 { "" } else { "s" },
+        lines.join("\n")
+    )
+}

@@ -1,0 +1,191 @@
+//! How the report writes names and numbers: the study's backbone and model names,
+//! image counts with `.` thousands separators, trimmed decimals, mean ± std.
+
+use serde_json::Value;
+
+/// The backbone as the seed report's headings write it (`ResNet-50`).
+pub fn pretty_backbone(backbone: &str) -> String {
+    match backbone {
+        "resnet18" => "ResNet-18".to_string(),
+        "resnet50" => "ResNet-50".to_string(),
+        "resnet101" => "ResNet-101".to_string(),
+        "inception_v3" => "Inception-V3".to_string(),
+        "inception_resnet_v2" => "InceptionResNet-V2".to_string(),
+        "small_resnet" => "Small ResNet".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The backbone as the seed report's model names write it (`ResNet50`); other
+/// backbones are written in CamelCase (`my_net` → `MyNet`).
+pub fn model_backbone(backbone: &str) -> String {
+    match backbone {
+        "resnet18" => "ResNet18".to_string(),
+        "resnet50" => "ResNet50".to_string(),
+        "resnet101" => "ResNet101".to_string(),
+        "inception_v3" => "InceptionV3".to_string(),
+        "inception_resnet_v2" => "InceptionResNetV2".to_string(),
+        "small_resnet" => "SmallResNet".to_string(),
+        other => other
+            .split(['_', '-', ' '])
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let mut chars = part.chars();
+                match chars.next() {
+                    Some(first) => first.to_uppercase().chain(chars).collect::<String>(),
+                    None => String::new(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A selected model's name, like the seed's `ResNet50_projection64`.
+pub fn model_name(backbone: Option<&Value>, projection_dim: Option<&Value>) -> String {
+    let backbone = match backbone {
+        Some(value) => model_backbone(&plain(value)),
+        None => "Model".to_string(),
+    };
+    match projection_dim {
+        Some(dim) => format!("{backbone}_projection{}", plain(dim)),
+        None => backbone,
+    }
+}
+
+/// A parameter value as text: strings without quotes, numbers as written.
+pub fn plain(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "—".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether two parameter values are the same, comparing numbers by value so that
+/// `1` and `1.0` match.
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+/// `value` rounded to `decimals`, without trailing zeros but with at least one
+/// decimal: `4.26`, `5.0`, `2.7` (the seed's style); `0.568`, `0.58` with three.
+pub fn trimmed(value: f64, decimals: usize) -> String {
+    let rounded = format!("{value:.decimals$}");
+    // `-0.00` reads as a sign error; it is zero at this precision.
+    let rounded = if rounded
+        .trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
+        format!("{:.decimals$}", 0.0)
+    } else {
+        rounded
+    };
+    if !rounded.contains('.') {
+        return rounded;
+    }
+    let without_zeros = rounded.trim_end_matches('0');
+    if without_zeros.ends_with('.') {
+        format!("{without_zeros}0")
+    } else {
+        without_zeros.to_string()
+    }
+}
+
+/// An image count with `.` as the thousands separator, as the seed writes it.
+pub fn thousands(count: u64) -> String {
+    let digits = count.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push('.');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// Mean and sample standard deviation (n − 1); the deviation is `None` for fewer
+/// than two values.
+pub fn mean_std(values: &[f64]) -> Option<(f64, Option<f64>)> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return Some((mean, None));
+    }
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    Some((mean, Some(variance.sqrt())))
+}
+
+/// NT-Xent's chance level for a batch of `batch_size` pairs: every anchor has
+/// 2N − 1 candidates, so a network that tells none apart scores ln(2N − 1).
+pub fn chance_level(batch_size: u64) -> f64 {
+    ((2 * batch_size - 1) as f64).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn trimmed_keeps_the_seed_style() {
+        assert_eq!(trimmed(4.26, 2), "4.26");
+        assert_eq!(trimmed(5.0, 2), "5.0");
+        assert_eq!(trimmed(2.7, 2), "2.7");
+        assert_eq!(trimmed(6.10, 2), "6.1");
+        assert_eq!(trimmed(2.845, 2), "2.85");
+        assert_eq!(trimmed(-0.001, 2), "0.0");
+        assert_eq!(trimmed(0.58, 3), "0.58");
+        assert_eq!(trimmed(0.6, 3), "0.6");
+        assert_eq!(trimmed(0.5684, 3), "0.568");
+    }
+
+    #[test]
+    fn thousands_use_dots() {
+        assert_eq!(thousands(30_000), "30.000");
+        assert_eq!(thousands(1_281_167), "1.281.167");
+        assert_eq!(thousands(600), "600");
+        assert_eq!(thousands(0), "0");
+    }
+
+    #[test]
+    fn chance_level_matches_the_reference_table() {
+        // REFERENCE.md: 4.8442 (N=64), 5.5413 (N=128), 6.2364 (N=256).
+        assert!((chance_level(64) - 4.8442).abs() < 1e-4);
+        assert!((chance_level(128) - 5.5413).abs() < 1e-4);
+        assert!((chance_level(256) - 6.2364).abs() < 1e-4);
+    }
+
+    #[test]
+    fn sample_standard_deviation() {
+        let (mean, std) = mean_std(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
+        assert_eq!(mean, 5.0);
+        // Sum of squared deviations 32 over n − 1 = 7.
+        assert!((std.unwrap() - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[3.0]), Some((3.0, None)));
+        assert_eq!(mean_std(&[]), None);
+    }
+
+    #[test]
+    fn names_follow_the_seed() {
+        assert_eq!(
+            model_name(Some(&json!("resnet50")), Some(&json!(64))),
+            "ResNet50_projection64"
+        );
+        assert_eq!(
+            model_name(Some(&json!("inception_resnet_v2")), Some(&json!(128))),
+            "InceptionResNetV2_projection128"
+        );
+        assert_eq!(model_backbone("my_tiny-net"), "MyTinyNet");
+        assert_eq!(pretty_backbone("inception_v3"), "Inception-V3");
+        assert!(same_value(&json!(1), &json!(1.0)));
+        assert!(!same_value(&json!("1"), &json!(1)));
+    }
+}
