@@ -192,3 +192,24 @@ fn downstream_jobs_load_the_pretext_backbone_and_report_every_split() {
         .expect_err("wrong backbone");
     assert!(err.to_string().contains("tiny") && err.to_string().contains("resnet18"), "{err}");
 }
+
+#[test]
+fn the_linear_protocol_learns_a_colour_label_from_random_features() {
+    // Label = which channel is bright: random features separate it easily.
+    let n = 120i64;
+    let labels = tch::Tensor::arange(n, (tch::Kind::Int64, Device::Cpu)).remainder(3);
+    let images = labels.one_hot(3).to_kind(tch::Kind::Float).view([n, 3, 1, 1]).expand([n, 3, 32, 32], false) * 200.0 + 20.0;
+    let set = ImageSet {
+        images: images.to_kind(tch::Kind::Uint8).contiguous(),
+        labels,
+        label_names: vec!["r".into(), "g".into(), "b".into()],
+        skipped: Vec::new(),
+    };
+    let (train, val, test) = (common::slice(&set, 0, 60), common::slice(&set, 60, 30), common::slice(&set, 90, 30));
+    let p = common::params(json!({"batch_size": 16, "max_epochs": 20, "patience": 5}));
+    let dcfg = DownstreamConfig::with_arch(&ParamReader::new(&p, "colour"), common::tiny_arch(), 32, true).expect("valid");
+    let (tx, _rx) = mpsc::channel();
+    let splits = Splits { train: &train, val: &val, test: &test };
+    let result = downstream::train(Protocol::Linear, &dcfg, splits, None, Device::Cpu, &tx, &AtomicBool::new(false)).expect("runs");
+    assert!(result.test_accuracy() > 0.95, "{}", result.test_accuracy());
+}

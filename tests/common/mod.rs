@@ -34,9 +34,9 @@ pub fn shapes(n: usize, size: usize, seed: u64) -> ImageSet {
             *f = if background[c] > 127.0 { background[c] - shift } else { background[c] + shift };
         }
         let s = size as f64;
-        let radius = rng.gen_range(0.22 * s..0.36 * s);
-        let cx = rng.gen_range(radius..s - radius);
-        let cy = rng.gen_range(radius..s - radius);
+        let radius = rng.gen_range(0.3 * s..0.45 * s);
+        let cx = rng.gen_range(0.4 * s..0.6 * s);
+        let cy = rng.gen_range(0.4 * s..0.6 * s);
         for y in 0..size {
             for x in 0..size {
                 let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
