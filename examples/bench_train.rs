@@ -20,7 +20,11 @@ fn parse(args: &[String]) -> Result<BenchOptions, String> {
     let mut it = args.iter().skip_while(|a| *a == "bench" || *a == "train");
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = || value.parse::<i64>().map_err(|_| format!("{flag}: not a number: {value}"));
+        let number = || {
+            value
+                .parse::<i64>()
+                .map_err(|_| format!("{flag}: not a number: {value}"))
+        };
         match flag.as_str() {
             "--backbone" => opts.backbone = value.clone(),
             "--image-size" => opts.image_size = number()?,

@@ -14,13 +14,16 @@ use super::schedule::LrScaling;
 use super::{TrainError, TrainResult};
 use crate::sweep::Params;
 
+/// Builds a backbone's variables under a path.
+pub type BuildBackbone = Arc<dyn Fn(&nn::Path) -> TrainResult<Backbone> + Send + Sync>;
+
 /// How to build a backbone: a named one from [`backbone`], or any network with a
 /// known feature width (tests use small ones).
 #[derive(Clone)]
 pub struct Architecture {
     pub name: String,
     pub feature_dim: i64,
-    pub build: Arc<dyn Fn(&nn::Path) -> TrainResult<Backbone> + Send + Sync>,
+    pub build: BuildBackbone,
 }
 
 impl fmt::Debug for Architecture {

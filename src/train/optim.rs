@@ -120,7 +120,8 @@ impl Optimizer {
                 }
                 let mut grad = grad.to_kind(slot.weight.kind());
                 if !slot.excluded && self.weight_decay != 0.0 {
-                    grad = grad + &slot.weight * self.weight_decay;
+                    // Out of place: `grad` may alias the parameter's own gradient.
+                    grad = grad.g_add(&(&slot.weight * self.weight_decay));
                 }
                 match self.kind {
                     OptimizerKind::Lars | OptimizerKind::Sgd => {

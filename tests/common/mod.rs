@@ -26,12 +26,20 @@ pub fn shapes(n: usize, size: usize, seed: u64) -> ImageSet {
     for i in 0..n {
         let label = i % SHAPES.len();
         labels.push(label as i64);
-        let background: [f64; 3] = [rng.gen_range(0.0..255.0), rng.gen_range(0.0..255.0), rng.gen_range(0.0..255.0)];
+        let background: [f64; 3] = [
+            rng.gen_range(0.0..255.0),
+            rng.gen_range(0.0..255.0),
+            rng.gen_range(0.0..255.0),
+        ];
         // A foreground clearly apart from the background in brightness.
         let mut foreground = [0.0; 3];
         for (c, f) in foreground.iter_mut().enumerate() {
             let shift = rng.gen_range(90.0..160.0);
-            *f = if background[c] > 127.0 { background[c] - shift } else { background[c] + shift };
+            *f = if background[c] > 127.0 {
+                background[c] - shift
+            } else {
+                background[c] + shift
+            };
         }
         let s = size as f64;
         let radius = rng.gen_range(0.3 * s..0.45 * s);
@@ -87,7 +95,12 @@ pub fn tiny_arch() -> Architecture {
                 .iter()
                 .enumerate()
                 .map(|(i, &(cin, cout, stride))| {
-                    let cfg = nn::ConvConfig { stride, padding: 1, bias: false, ..Default::default() };
+                    let cfg = nn::ConvConfig {
+                        stride,
+                        padding: 1,
+                        bias: false,
+                        ..Default::default()
+                    };
                     let conv = nn::conv2d(p / format!("conv{i}"), cin, cout, 3, cfg);
                     let bn = nn::batch_norm2d(p / format!("bn{i}"), cout, Default::default());
                     (conv, bn)
