@@ -4,17 +4,43 @@
 //! thread owns the `VarStore`: a `Tensor` is `Send`, not `Sync`). Progress goes out as
 //! [`TrainEvent`]s over a channel; cancellation comes in through an `AtomicBool` that
 //! the training loop checks every step.
+//!
+//! - [`config`]: job parameters, checked, with defaults.
+//! - [`pretext`]: SimCLR training ([`simclr`]: projection head and NT-Xent, [`optim`]:
+//!   LARS/SGD/Adam, [`schedule`]: warmup + cosine, [`augment`]: batched views).
+//! - [`downstream`]: the linear protocol and fine-tuning, with early stopping.
+//! - [`checkpoint`]: atomic checkpoints in the job's directory, resume.
+//! - [`device`]: bf16 autocast and channels-last on CUDA; libtorch failures as errors.
+//! - [`standalone`]: one job's configuration run outside the queue with a progress
+//!   bar, and the training benchmarks.
+//!
+//! Only [`run_job`] touches the data module; the stages take decoded [`data::ImageSet`]s.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 
+use serde_json::json;
+
 use crate::sweep::{DatasetSpec, Params, StageKind};
 
+pub mod augment;
 pub mod backbone;
+pub mod checkpoint;
+pub mod config;
 pub mod data;
+pub mod device;
+pub mod downstream;
+pub mod loader;
 pub mod metrics;
+pub mod optim;
+pub mod pretext;
+pub mod schedule;
+pub mod simclr;
+pub mod standalone;
 pub mod synth;
+
+pub use standalone::{bench_train, train_standalone, BenchMode, BenchReport};
 
 /// Everything one training job needs, resolved by the worker.
 #[derive(Debug, Clone)]
@@ -78,14 +104,117 @@ pub type TrainResult<T> = Result<T, TrainError>;
 /// Runs one training job to the end and returns its result (a JSON object: the
 /// final loss for pretext jobs; accuracy, precision, recall, F1, per-class figures
 /// and the confusion matrix for downstream jobs).
+///
+/// Pretext: `{"loss", "epochs", "train_images", "chance_loss", "skipped_images",
+/// "checkpoint"}`, `loss` being the last epoch's mean NT-Xent (mean convention, see
+/// [`simclr`]). Linear / fine-tune: `{"accuracy", "precision", "recall", "f1",
+/// "per_class", "confusion", "best_epoch", "train_images", "test_images",
+/// "skipped_images"}`.
 pub fn run_job(
     job: &TrainJob,
     events: &Sender<TrainEvent>,
     cancel: &AtomicBool,
 ) -> TrainResult<serde_json::Value> {
-    let _ = (job, events, cancel);
-    Err(TrainError::Fatal(format!(
-        "the {} job kind is not implemented yet",
-        job.kind.as_str()
-    )))
+    let id = job.job_id;
+    match job.kind {
+        StageKind::Pretext => {
+            let cfg = config::PretextConfig::from_params(&job.params, id)?;
+            let set = load_split(
+                job,
+                data::Split::Train,
+                cfg.image_size,
+                cfg.data_fraction,
+                cfg.seed,
+            )?;
+            let outcome = pretext::train(&cfg, &set, &job.job_dir, job.device, events, cancel)?;
+            Ok(json!({
+                "loss": outcome.loss,
+                "epochs": outcome.epochs,
+                "train_images": outcome.train_images,
+                "chance_loss": outcome.chance_loss,
+                "skipped_images": set.skipped.len(),
+                "checkpoint": outcome.checkpoint,
+            }))
+        }
+        StageKind::Linear | StageKind::Finetune => {
+            let linear = job.kind == StageKind::Linear;
+            let cfg = config::DownstreamConfig::from_params(&job.params, id, linear)?;
+            let init = match &job.init_checkpoint {
+                Some(path) if !path.exists() => {
+                    return Err(TrainError::Fatal(format!(
+                        "job {id}: the pretext checkpoint {} does not exist",
+                        path.display()
+                    )))
+                }
+                Some(path) => Some(path.as_path()),
+                None => {
+                    tracing::warn!(job = %id, "no pretext checkpoint: the backbone starts from random weights");
+                    None
+                }
+            };
+            let train = load_split(job, data::Split::Train, cfg.image_size, 1.0, cfg.seed)?;
+            let mut val = load_split(job, data::Split::Val, cfg.image_size, 1.0, cfg.seed)?;
+            let test = load_split(job, data::Split::Test, cfg.image_size, 1.0, cfg.seed)?;
+            let mut train = train;
+            if val.labels.size()[0] == 0 {
+                // No validation split in the dataset: early stopping watches a seeded
+                // tenth of the training split instead.
+                let mut rng =
+                    <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(cfg.seed);
+                let (rest, held) = loader::split_off(&train, 0.1, &mut rng);
+                train = rest;
+                val = held;
+            }
+            let protocol = if linear {
+                downstream::Protocol::Linear
+            } else {
+                downstream::Protocol::Finetune
+            };
+            let splits = downstream::Splits {
+                train: &train,
+                val: &val,
+                test: &test,
+            };
+            let outcome =
+                downstream::train(protocol, &cfg, splits, init, job.device, events, cancel)?;
+            let figures =
+                metrics::classification(&outcome.predictions, &outcome.truth, &outcome.label_names);
+            let skipped = train.skipped.len() + val.skipped.len() + test.skipped.len();
+            Ok(json!({
+                "accuracy": figures.accuracy,
+                "precision": figures.precision,
+                "recall": figures.recall,
+                "f1": figures.f1,
+                "per_class": figures.per_class,
+                "confusion": figures.confusion,
+                "best_epoch": outcome.best_epoch,
+                "train_images": outcome.train_images,
+                "test_images": outcome.test_images,
+                "skipped_images": skipped,
+            }))
+        }
+        StageKind::Command => Err(TrainError::Fatal(format!(
+            "job {id}: command jobs are run by the worker, not the trainer"
+        ))),
+    }
+}
+
+/// Loads one split of the job's dataset; a missing dataset is final.
+fn load_split(
+    job: &TrainJob,
+    split: data::Split,
+    image_size: i64,
+    fraction: f64,
+    seed: u64,
+) -> TrainResult<data::ImageSet> {
+    let request = data::LoadRequest {
+        spec: &job.dataset,
+        data_root: &job.data_root,
+        split,
+        image_size,
+        fraction,
+        seed,
+        cache_dir: &job.cache_dir,
+    };
+    data::load(&request).map_err(|e| TrainError::Fatal(format!("job {}: {e}", job.job_id)))
 }

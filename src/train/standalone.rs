@@ -1,0 +1,170 @@
+//! Running training outside the queue: one job's configuration with a progress bar
+//! (`sweeper train FILE`), and the training-throughput benchmark (`sweeper bench
+//! train`, compared with PyTorch by `benches/run.sh`).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use super::augment::{self, AugmentConfig};
+use super::config::{Architecture, PretextConfig};
+use super::device::guard;
+use super::optim::{Optimizer, OptimizerKind};
+use super::pretext::SimclrModel;
+use super::schedule::LrScaling;
+use super::{run_job, TrainError, TrainEvent, TrainJob, TrainResult};
+
+/// Runs `job` on a training thread and draws its progress on the terminal; metrics
+/// and checkpoints are printed above the bar. `cancel` stops it within one step.
+pub fn train_standalone(job: &TrainJob, cancel: Arc<AtomicBool>) -> TrainResult<serde_json::Value> {
+    let (tx, rx) = mpsc::channel();
+    let owned = job.clone();
+    let flag = Arc::clone(&cancel);
+    let worker = std::thread::Builder::new()
+        .name(format!("train-{}", job.job_id))
+        .spawn(move || run_job(&owned, &tx, &flag))
+        .map_err(|e| TrainError::Retryable(format!("cannot start the training thread: {e}")))?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} epoch {prefix} [{bar:40}] {pos}/{len} steps {elapsed_precise} (eta {eta}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    // The channel closes when the training thread ends, whatever the outcome.
+    for event in rx {
+        match event {
+            TrainEvent::Progress {
+                epoch,
+                step,
+                total_steps,
+            } => {
+                bar.set_length(total_steps.max(0) as u64);
+                bar.set_position(step.max(0) as u64);
+                bar.set_prefix((epoch + 1).to_string());
+            }
+            TrainEvent::Metric { step, name, value } => {
+                bar.println(format!("epoch {step}: {name} = {value:.5}"));
+                if name == "loss" || name == "val_accuracy" {
+                    bar.set_message(format!("{name} {value:.4}"));
+                }
+            }
+            TrainEvent::Checkpoint { epoch, path } => {
+                bar.println(format!("epoch {epoch}: checkpoint {}", path.display()))
+            }
+        }
+    }
+    bar.finish();
+    worker
+        .join()
+        .map_err(|_| TrainError::Fatal("the training thread panicked".into()))?
+}
+
+/// What the benchmark times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchMode {
+    /// Forward, NT-Xent, backward and LARS on views already on the device.
+    Compute,
+    /// Batch gather from uint8 images in memory, augmentation of both views, then
+    /// the compute step.
+    EndToEnd,
+}
+
+/// One benchmark's settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub backbone: String,
+    pub image_size: i64,
+    pub batch_size: i64,
+    pub steps: i64,
+    /// Untimed steps first (allocator and kernel selection).
+    pub warmup_steps: i64,
+    pub mode: BenchMode,
+    pub device: Device,
+}
+
+/// Measured throughput.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub implementation: &'static str,
+    pub backbone: String,
+    pub image_size: i64,
+    pub batch_size: i64,
+    pub mode: BenchMode,
+    pub device: String,
+    pub steps: i64,
+    pub seconds: f64,
+    /// Source images per second (each gives two views).
+    pub images_per_s: f64,
+}
+
+/// Times SimCLR training steps of a named backbone on synthetic images.
+pub fn bench_train(opts: &BenchOptions) -> TrainResult<BenchReport> {
+    let arch = Architecture::named(&opts.backbone)?;
+    let params = serde_json::Map::new();
+    let reader = super::config::ParamReader::new(&params, "bench");
+    let mut cfg = PretextConfig::with_arch(&reader, arch, opts.image_size)?;
+    cfg.batch_size = opts.batch_size;
+    cfg.projection_dim = 128;
+    cfg.lr_scaling = LrScaling::Linear { base: 0.3 };
+    tch::manual_seed(0);
+    let device = opts.device;
+    let model = SimclrModel::new(&cfg, device)?;
+    let mut optimizer = Optimizer::new(OptimizerKind::Lars, 1e-6, model.trainable());
+    let aug = AugmentConfig::simclr(opts.image_size, None);
+    let n = opts.batch_size;
+    let s = opts.image_size;
+    // A pool of four batches of random images, like a decoded cache in memory.
+    let pool = Tensor::randint(256, [4 * n, 3, s, s], (Kind::Uint8, Device::Cpu));
+    let fixed = (
+        Tensor::rand([n, 3, s, s], (Kind::Float, device)),
+        Tensor::rand([n, 3, s, s], (Kind::Float, device)),
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let lr = cfg.lr_scaling.peak(n);
+    let mut step = |i: i64| -> TrainResult<()> {
+        guard("benchmark step", || {
+            let (v1, v2) = match opts.mode {
+                BenchMode::Compute => (fixed.0.shallow_clone(), fixed.1.shallow_clone()),
+                BenchMode::EndToEnd => {
+                    let start = (i % 4) * n;
+                    let images = pool.narrow(0, start, n).to_device(device);
+                    augment::simclr_views(&images, &mut rng, &aug)
+                }
+            };
+            let loss = model.loss(&v1, &v2, cfg.temperature, true);
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step(lr);
+            // Waits for the device, so the clock measures finished work.
+            let _ = loss.double_value(&[]);
+            Ok(())
+        })
+    };
+    for i in 0..opts.warmup_steps {
+        step(i)?;
+    }
+    let started = Instant::now();
+    for i in 0..opts.steps {
+        step(i)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(BenchReport {
+        implementation: "sweeper",
+        backbone: opts.backbone.clone(),
+        image_size: s,
+        batch_size: n,
+        mode: opts.mode,
+        device: format!("{device:?}"),
+        steps: opts.steps,
+        seconds,
+        images_per_s: (opts.steps * n) as f64 / seconds,
+    })
+}
