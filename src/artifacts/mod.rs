@@ -47,6 +47,8 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 4;
 /// Read buffer for local files.
 const READ_CHUNK: usize = 1024 * 1024;
+/// Empty chunks in a row after which a download is taken to make no progress.
+const MAX_EMPTY_CHUNKS: u32 = 64;
 
 /// Why an artifact operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -324,8 +326,23 @@ impl Artifacts {
                 .map_err(local_error(&tmp))?;
             let mut stream = got.into_stream();
             let mut written = 0u64;
+            let mut empty_in_a_row = 0;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| self.store_error("download", key, e))?;
+                // The local store streams empty chunks forever when a file shrinks
+                // under it (someone rewrote it in place): stop instead of spinning.
+                empty_in_a_row = if chunk.is_empty() {
+                    empty_in_a_row + 1
+                } else {
+                    0
+                };
+                if empty_in_a_row > MAX_EMPTY_CHUNKS || written + chunk.len() as u64 > expected {
+                    return Err(self.store_error_text(
+                        "download",
+                        key,
+                        format!("the object changed while it was read ({expected} bytes)"),
+                    ));
+                }
                 file.write_all(&chunk).await.map_err(local_error(&tmp))?;
                 written += chunk.len() as u64;
             }
