@@ -553,9 +553,49 @@ mod tests {
         assert_eq!(loaded_library_dir(maps, "libtorch_cuda.so"), None);
     }
 
+    /// On a CUDA machine the report lists every visible GPU with nvidia-smi's name and
+    /// memory, cuDNN works, and `auto` / `cuda:N` resolve against the real count.
+    /// Needs a GPU (`cargo test -- --ignored cuda`): without one it fails, never skips.
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn cuda_devices_report_names_every_gpu() {
+        let report = describe();
+        println!("{report}");
+        assert!(report.cuda_available, "no CUDA device:\n{report}");
+        assert!(report.device_count >= 1);
+        assert_eq!(report.gpus.len() as i64, report.device_count);
+        assert_eq!(report.gpu_details_note, None, "{report}");
+        for gpu in &report.gpus {
+            assert!(
+                gpu.name.as_deref().is_some_and(|n| !n.is_empty()),
+                "{report}"
+            );
+            assert!(gpu.memory_total_mib.is_some_and(|m| m > 1024), "{report}");
+        }
+        assert!(report.cudnn_available, "{report}");
+        assert!(report.cudnn_version.is_some_and(|v| v > 0), "{report}");
+        assert!(report.libtorch_cuda_build.is_some(), "{report}");
+
+        let count = report.device_count;
+        assert_eq!(parse_device("cuda"), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!(
+            parse_device(&format!("cuda:{count}")),
+            Err(DeviceError::OutOfRange {
+                given: format!("cuda:{count}"),
+                index: count,
+                count
+            })
+        );
+        let device = DeviceChoice::Auto.resolve(&[], count);
+        assert_eq!(device, tch::Device::Cuda(0));
+        let ones = tch::Tensor::ones([4], (tch::Kind::Float, device));
+        assert_eq!(ones.sum(tch::Kind::Float).double_value(&[]), 4.0);
+    }
+
     fn smi_rows() -> Vec<SmiGpu> {
         parse_nvidia_smi(
-            "0, GPU-aaaa1111, NVIDIA H200, 143771\n\
+            // The first line as an H200 machine's nvidia-smi printed it.
+            "0, GPU-8e582202-54f7-cd67-b694-506a4b0c8a16, NVIDIA H200, 143771\n\
              1, GPU-bbbb2222, NVIDIA A100-SXM4-80GB, 81920\n\
              2, GPU-cccc3333, Tesla V100, Special, [N/A]\n",
         )
@@ -586,6 +626,7 @@ mod tests {
         assert_eq!(picked[1].name.as_deref(), Some("NVIDIA H200"));
 
         let by_uuid = match_visible_gpus(&rows, Some("GPU-bbbb"), 1).unwrap();
+        assert_eq!(by_uuid[0].index, 0);
         assert_eq!(by_uuid[0].memory_total_mib, Some(81920));
 
         // Counts that disagree, unknown entries and ambiguous prefixes match nothing.

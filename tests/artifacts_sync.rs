@@ -167,6 +167,36 @@ async fn files_being_written_stay_local_and_other_outputs_go_up() {
         b"<svg/>"
     );
 
+    // A sidecar whose checkpoint is incomplete stays home until it is complete.
+    let [weights, optimizer, sidecar] = checkpoint_file_names(2);
+    std::fs::write(dir.join(&weights), b"w2").unwrap();
+    std::fs::write(dir.join(&sidecar), b"{}").unwrap();
+    let partial = store.sync_up(&dir, "s/j").await.unwrap();
+    assert_eq!(partial.transferred, [weights.as_str()]);
+    assert_eq!(partial.skipped, [sidecar.as_str()]);
+    assert_eq!(
+        store
+            .latest_checkpoint_under("s/j")
+            .await
+            .unwrap()
+            .unwrap()
+            .epoch,
+        1
+    );
+    std::fs::write(dir.join(&optimizer), b"o2").unwrap();
+    let complete = store.sync_up(&dir, "s/j").await.unwrap();
+    assert_eq!(complete.transferred, [optimizer, sidecar]);
+    assert!(complete.skipped.is_empty());
+    assert_eq!(
+        store
+            .latest_checkpoint_under("s/j")
+            .await
+            .unwrap()
+            .unwrap()
+            .epoch,
+        2
+    );
+
     // A missing job directory uploads nothing and is not an error.
     let none = store
         .sync_up(&tmp.path().join("absent"), "s/k")
@@ -311,7 +341,10 @@ async fn a_failed_upload_never_leaves_a_checkpoint_that_looks_complete() {
     );
     assert!(err.to_string().contains("s/j/epoch-0001.ot"), "{err}");
     assert!(err.to_string().contains("connection reset"), "{err}");
-    assert_eq!(store.list("s/j").await.unwrap(), ["s/j/epoch-0001.optim.ot"]);
+    assert_eq!(
+        store.list("s/j").await.unwrap(),
+        ["s/j/epoch-0001.optim.ot"]
+    );
     assert_eq!(store.latest_checkpoint_under("s/j").await.unwrap(), None);
 
     // The sidecar itself fails: the weights are there, the checkpoint is not.

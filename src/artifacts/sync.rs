@@ -88,6 +88,9 @@ pub struct SyncReport {
     pub unchanged: usize,
     /// Old checkpoint files removed from the store (see [`Artifacts::sync_up`]).
     pub removed: Vec<String>,
+    /// Files left for a later sync: removed locally while the sync ran, or a
+    /// sidecar whose weights or optimizer state are not in the store.
+    pub skipped: Vec<String>,
 }
 
 /// A regular file under a local directory.
@@ -204,7 +207,9 @@ impl Artifacts {
 
     /// Mirrors `local_dir` to `prefix`: uploads every file the store lacks or holds
     /// with another size (files are written once under a name, as checkpoints are),
-    /// data first and `.json` sidecars last. Then removes from the store the
+    /// data first and `.json` sidecars last; a checkpoint sidecar goes up only once
+    /// its weights and optimizer state are in the store. Training may go on while
+    /// this runs: a file it prunes meanwhile is skipped. Then removes from the store the
     /// checkpoints that training pruned locally: those older than the newest local
     /// complete checkpoint and absent from `local_dir` (sidecar first). Nothing else
     /// is ever removed. A missing `local_dir` uploads nothing.
@@ -216,15 +221,37 @@ impl Artifacts {
         local.sort_by(|a, b| copy_order(&a.name).cmp(&copy_order(&b.name)));
         let remote = self.remote_files(prefix).await?;
         let mut report = SyncReport::default();
+        // What the store holds by now, for the sidecar rule below.
+        let mut stored: BTreeSet<String> = remote.keys().cloned().collect();
         for file in &local {
             if remote.get(&file.name) == Some(&file.size) {
                 report.unchanged += 1;
                 continue;
             }
-            report.bytes += self
+            if let Some((epoch, true)) = checkpoint_epoch(&file.name) {
+                let [weights, optimizer, _] = checkpoint_file_names(epoch);
+                if !(stored.contains(&weights) && stored.contains(&optimizer)) {
+                    report.skipped.push(file.name.clone());
+                    continue;
+                }
+            }
+            match self
                 .put_file(&join_key(prefix, &file.name), &file.path)
-                .await?;
-            report.transferred.push(file.name.clone());
+                .await
+            {
+                Ok(bytes) => {
+                    report.bytes += bytes;
+                    report.transferred.push(file.name.clone());
+                    stored.insert(file.name.clone());
+                }
+                // Training pruned it while we synced (it keeps running meanwhile).
+                Err(ArtifactError::Local { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    report.skipped.push(file.name.clone());
+                }
+                Err(e) => return Err(e),
+            }
         }
 
         let local_names: BTreeSet<&str> = local.iter().map(|f| f.name.as_str()).collect();
