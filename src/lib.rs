@@ -22,12 +22,21 @@
 //!   head, NT-Xent, LARS, warmup + cosine), batched augmentation on the training
 //!   device, ImageFolder datasets with a shared decoded cache, the linear protocol,
 //!   fine-tuning, checkpoints.
+//! - [`artifacts`]: checkpoints, plots and other job outputs in one store every
+//!   worker reaches: a local directory, a shared file system (`file://`) or S3
+//!   (`s3://`); atomic writes, job directories mirrored up and fetched down.
+//! - [`devices`]: what this host trains on (`sweeper devices`), `--device` parsing and
+//!   `auto` GPU picking.
+//! - [`redact`]: passwords masked out of URLs in anything shown or logged.
 //! - [`report`]: the study's tables (Markdown like the seed report, CSV, JSON), CSV
 //!   import of results run elsewhere, and plots.
 //!
 //! `src/main.rs` is only the command line: it parses arguments, sets up tracing and
 //! calls into these modules.
 
+pub mod artifacts;
+pub mod devices;
+pub mod redact;
 pub mod report;
 pub mod store;
 pub mod sweep;
