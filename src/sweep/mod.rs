@@ -77,6 +77,10 @@ pub struct StageSpec {
     pub from: Option<String>,
     /// Program and arguments for `command` stages; `{name}` is replaced by a parameter.
     pub command: Option<Vec<String>>,
+    /// Replaces [`Spec::seeds`] for this stage. For a stage with `from`, each winner
+    /// runs once per seed; without it, once with the winner's own seed.
+    #[serde(default)]
+    pub seeds: Option<Vec<i64>>,
     pub priority: i32,
     pub max_attempts: i32,
 }
@@ -143,4 +147,28 @@ pub struct JobSpec {
     pub params: Params,
     pub priority: i32,
     pub max_attempts: i32,
+}
+
+/// Command-line overrides applied while loading a sweep file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_root: Option<PathBuf>,
+}
+
+/// A checked sweep with the text it came from and that text's hash.
+#[derive(Debug, Clone)]
+pub struct LoadedSweep {
+    pub spec: Spec,
+    pub text: String,
+    pub hash: String,
+}
+
+/// Reads, parses and checks a sweep file.
+pub fn load_file(path: &std::path::Path, overrides: &Overrides) -> SweepResult<LoadedSweep> {
+    let _ = overrides;
+    Err(SweepError::Invalid {
+        location: path.display().to_string(),
+        field: "sweep".into(),
+        message: "sweep file parsing is not implemented yet".into(),
+    })
 }

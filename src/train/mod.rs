@@ -43,7 +43,11 @@ pub enum TrainEvent {
     /// A metric value at a step (per-epoch metrics use the epoch as the step).
     Metric { step: i64, name: String, value: f64 },
     /// Progress within the job, for heartbeats and `status`.
-    Progress { epoch: i64, step: i64, total_steps: i64 },
+    Progress {
+        epoch: i64,
+        step: i64,
+        total_steps: i64,
+    },
     /// A checkpoint was written atomically at this path.
     Checkpoint { epoch: i64, path: PathBuf },
 }

@@ -20,15 +20,28 @@ pub struct BackboneInfo {
 
 /// Every backbone sweeper can build.
 pub static BACKBONES: &[BackboneInfo] = &[
-    BackboneInfo { name: "resnet18", feature_dim: 512, default_input: 224, min_input: 1 },
-    BackboneInfo { name: "resnet50", feature_dim: 2048, default_input: 224, min_input: 1 },
+    BackboneInfo {
+        name: "resnet18",
+        feature_dim: 512,
+        default_input: 224,
+        min_input: 1,
+    },
+    BackboneInfo {
+        name: "resnet50",
+        feature_dim: 2048,
+        default_input: 224,
+        min_input: 1,
+    },
 ];
 
 /// Looks a backbone up by name; the error lists the known names.
 pub fn info(name: &str) -> TrainResult<&'static BackboneInfo> {
     BACKBONES.iter().find(|b| b.name == name).ok_or_else(|| {
         let known: Vec<&str> = BACKBONES.iter().map(|b| b.name).collect();
-        TrainError::Fatal(format!("unknown backbone {name:?}; known: {}", known.join(", ")))
+        TrainError::Fatal(format!(
+            "unknown backbone {name:?}; known: {}",
+            known.join(", ")
+        ))
     })
 }
 
@@ -52,6 +65,8 @@ pub fn build(name: &str, p: &nn::Path) -> TrainResult<Backbone> {
     match info(name)?.name {
         "resnet18" => Ok(Box::new(tch::vision::resnet::resnet18_no_final_layer(p))),
         "resnet50" => Ok(Box::new(tch::vision::resnet::resnet50_no_final_layer(p))),
-        other => Err(TrainError::Fatal(format!("backbone {other} cannot be built yet"))),
+        other => Err(TrainError::Fatal(format!(
+            "backbone {other} cannot be built yet"
+        ))),
     }
 }
