@@ -53,7 +53,9 @@ pub async fn bench_queue(url: &str, jobs: usize, workers: usize) -> StoreResult<
             let mut done = 0usize;
             let result = Finish::Succeeded(json!({}));
             while let Some(job) = store.claim(&name, Duration::from_secs(60)).await? {
-                let _ = store.finish(job.id, job.attempt, &result, Duration::ZERO).await?;
+                let _ = store
+                    .finish(job.id, job.attempt, &result, Duration::ZERO)
+                    .await?;
                 done += 1;
             }
             StoreResult::Ok(done)
@@ -68,7 +70,12 @@ pub async fn bench_queue(url: &str, jobs: usize, workers: usize) -> StoreResult<
     debug_assert_eq!(done, jobs);
     store.delete_sweep(&spec.name).await?;
     store.close().await;
-    Ok(BenchFigure { backend: store.backend(), workers, jobs: done, seconds })
+    Ok(BenchFigure {
+        backend: store.backend(),
+        workers,
+        jobs: done,
+        seconds,
+    })
 }
 
 fn bench_spec(name: &str) -> Spec {

@@ -26,8 +26,7 @@ use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
@@ -37,8 +36,8 @@ use crate::sweep::{Params, StageKind};
 pub mod bench;
 mod error;
 mod id;
-mod queue;
 pub mod query;
+mod queue;
 mod read;
 pub mod table;
 
@@ -72,7 +71,9 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else {
-            Err(StoreError::BadUrl { url: url.to_owned() })
+            Err(StoreError::BadUrl {
+                url: url.to_owned(),
+            })
         }
     }
 
@@ -201,7 +202,10 @@ impl Store {
 
     /// [`Store::open`] with a pool of at most `max_connections`.
     pub async fn open_with(url: &str, max_connections: u32) -> StoreResult<Store> {
-        let open_error = |source| StoreError::Open { url: url.to_owned(), source };
+        let open_error = |source| StoreError::Open {
+            url: url.to_owned(),
+            source,
+        };
         let pool = match Backend::of_url(url)? {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -232,7 +236,10 @@ impl Store {
                 Pool::Postgres(pool)
             }
         };
-        let store = Store { pool, url: url.to_owned() };
+        let store = Store {
+            pool,
+            url: url.to_owned(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -283,7 +290,10 @@ impl Store {
             match applied {
                 Ok(()) => return Ok(()),
                 Err(source) if tries >= 5 => {
-                    return Err(StoreError::Migrate { url: self.url.clone(), source })
+                    return Err(StoreError::Migrate {
+                        url: self.url.clone(),
+                        source,
+                    })
                 }
                 Err(error) => {
                     tracing::debug!(%error, "migration raced another process; checking again");
@@ -296,7 +306,9 @@ impl Store {
 
     async fn acquire(&self) -> StoreResult<Pooled> {
         Ok(match &self.pool {
-            Pool::Sqlite(pool) => Pooled::Sqlite(pool.acquire().await.context("cannot reach the store")?),
+            Pool::Sqlite(pool) => {
+                Pooled::Sqlite(pool.acquire().await.context("cannot reach the store")?)
+            }
             Pool::Postgres(pool) => {
                 Pooled::Postgres(pool.acquire().await.context("cannot reach the store")?)
             }
@@ -306,7 +318,9 @@ impl Store {
     pub(crate) async fn write_tx(&self) -> StoreResult<Tx> {
         Ok(match &self.pool {
             Pool::Sqlite(pool) => Tx::Sqlite(
-                pool.begin_with("BEGIN IMMEDIATE").await.context("cannot start a transaction")?,
+                pool.begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .context("cannot start a transaction")?,
             ),
             Pool::Postgres(pool) => {
                 Tx::Postgres(pool.begin().await.context("cannot start a transaction")?)
@@ -384,7 +398,10 @@ impl JobState {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 

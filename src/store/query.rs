@@ -15,7 +15,10 @@ use super::{Backend, StoreError, StoreResult};
 
 /// Runs `sql` read-only against the store at `url`.
 pub async fn query_read_only(url: &str, sql: &str) -> StoreResult<Table> {
-    let open_error = |source| StoreError::Open { url: url.to_owned(), source };
+    let open_error = |source| StoreError::Open {
+        url: url.to_owned(),
+        source,
+    };
     let query_error = |source| StoreError::Query { source };
     match Backend::of_url(url)? {
         Backend::Sqlite => {
@@ -23,7 +26,9 @@ pub async fn query_read_only(url: &str, sql: &str) -> StoreResult<Table> {
                 .map_err(open_error)?
                 .read_only(true)
                 .busy_timeout(std::time::Duration::from_secs(60));
-            let mut conn = SqliteConnection::connect_with(&options).await.map_err(open_error)?;
+            let mut conn = SqliteConnection::connect_with(&options)
+                .await
+                .map_err(open_error)?;
             let columns = column_names(conn.describe(sql).await.map_err(query_error)?.columns());
             let rows = conn.fetch_all(sql).await.map_err(query_error)?;
             let mut table = Table::new(columns);
@@ -34,8 +39,12 @@ pub async fn query_read_only(url: &str, sql: &str) -> StoreResult<Table> {
         }
         Backend::Postgres => {
             let options = PgConnectOptions::from_str(url).map_err(open_error)?;
-            let mut conn = PgConnection::connect_with(&options).await.map_err(open_error)?;
-            conn.execute("BEGIN READ ONLY").await.context("cannot start a read-only transaction")?;
+            let mut conn = PgConnection::connect_with(&options)
+                .await
+                .map_err(open_error)?;
+            conn.execute("BEGIN READ ONLY")
+                .await
+                .context("cannot start a read-only transaction")?;
             // `describe` parses the text as one prepared statement, which Postgres
             // refuses for more than one; only then is the text run, through the simple
             // protocol, which returns every type as text.
@@ -43,11 +52,16 @@ pub async fn query_read_only(url: &str, sql: &str) -> StoreResult<Table> {
             let rows = match described {
                 Ok(described) => {
                     let columns = column_names(described.columns());
-                    conn.fetch_all(sql).await.map_err(query_error).map(|rows| (columns, rows))
+                    conn.fetch_all(sql)
+                        .await
+                        .map_err(query_error)
+                        .map(|rows| (columns, rows))
                 }
                 Err(error) => Err(error),
             };
-            conn.execute("ROLLBACK").await.context("cannot end a read-only transaction")?;
+            conn.execute("ROLLBACK")
+                .await
+                .context("cannot end a read-only transaction")?;
             let (columns, rows) = rows?;
             let mut table = Table::new(columns);
             for row in &rows {
@@ -65,21 +79,32 @@ fn column_names<C: sqlx::Column>(columns: &[C]) -> Vec<String> {
 fn sqlite_row(row: &SqliteRow) -> Vec<Value> {
     (0..row.len())
         .map(|i| {
-            let Ok(raw) = row.try_get_raw(i) else { return Value::Null };
+            let Ok(raw) = row.try_get_raw(i) else {
+                return Value::Null;
+            };
             if raw.is_null() {
                 return Value::Null;
             }
             // SQLite's values carry their own type, whatever the column says.
             let type_name = raw.type_info().name().to_owned();
             match type_name.as_str() {
-                "INTEGER" | "BOOLEAN" => row.try_get::<i64, _>(i).map(Value::from).unwrap_or(Value::Null),
+                "INTEGER" | "BOOLEAN" => row
+                    .try_get::<i64, _>(i)
+                    .map(Value::from)
+                    .unwrap_or(Value::Null),
                 "REAL" => row
                     .try_get::<f64, _>(i)
                     .ok()
                     .and_then(Number::from_f64)
                     .map_or(Value::Null, Value::Number),
-                "BLOB" => row.try_get::<Vec<u8>, _>(i).map(|b| Value::String(hex::encode(b))).unwrap_or(Value::Null),
-                _ => row.try_get::<String, _>(i).map(Value::String).unwrap_or(Value::Null),
+                "BLOB" => row
+                    .try_get::<Vec<u8>, _>(i)
+                    .map(|b| Value::String(hex::encode(b)))
+                    .unwrap_or(Value::Null),
+                _ => row
+                    .try_get::<String, _>(i)
+                    .map(Value::String)
+                    .unwrap_or(Value::Null),
             }
         })
         .collect()
@@ -88,16 +113,21 @@ fn sqlite_row(row: &SqliteRow) -> Vec<Value> {
 fn postgres_row(row: &PgRow) -> Vec<Value> {
     (0..row.len())
         .map(|i| {
-            let Ok(raw) = row.try_get_raw(i) else { return Value::Null };
+            let Ok(raw) = row.try_get_raw(i) else {
+                return Value::Null;
+            };
             if raw.is_null() {
                 return Value::Null;
             }
             let type_name = raw.type_info().name().to_owned();
-            let Ok(text) = raw.as_str() else { return Value::Null };
+            let Ok(text) = raw.as_str() else {
+                return Value::Null;
+            };
             match type_name.as_str() {
-                "INT2" | "INT4" | "INT8" | "OID" => {
-                    text.parse::<i64>().map(Value::from).unwrap_or_else(|_| text.into())
-                }
+                "INT2" | "INT4" | "INT8" | "OID" => text
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| text.into()),
                 "FLOAT4" | "FLOAT8" | "NUMERIC" => text
                     .parse::<f64>()
                     .ok()

@@ -10,9 +10,8 @@ use uuid::Uuid;
 
 use super::error::Context as _;
 use super::{
-    on_conn, parse_kind, Backend, CancelSummary, ClaimedJob, Conn, Failure, Finish, Id,
-    JobFilter, JobState, Lease, MetricPoint, Store, StoreError, StoreResult, SubmitSummary,
-    WorkerInfo, Write,
+    on_conn, parse_kind, Backend, CancelSummary, ClaimedJob, Conn, Failure, Finish, Id, JobFilter,
+    JobState, Lease, MetricPoint, Store, StoreError, StoreResult, SubmitSummary, WorkerInfo, Write,
 };
 use crate::sweep::select::{self, Candidate, CandidateState, Decision};
 use crate::sweep::{expand, JobSpec, Params, Spec};
@@ -54,7 +53,9 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let mut conn = tx.conn();
         if conn.sweep_spec(sweep).await?.is_none() {
-            return Err(StoreError::UnknownSweep { name: sweep.to_owned() });
+            return Err(StoreError::UnknownSweep {
+                name: sweep.to_owned(),
+            });
         }
         let written = on_conn!(&mut conn, |c, b| {
             let sql = format!(
@@ -145,7 +146,9 @@ impl Store {
                     key: row.try_get("key")?,
                     params: row.try_get::<Json<Params>, _>("params")?.0,
                     attempt: row.try_get("attempt")?,
-                    parent_job_id: row.try_get::<Option<Id>, _>("parent_job_id")?.map(|id| id.0),
+                    parent_job_id: row
+                        .try_get::<Option<Id>, _>("parent_job_id")?
+                        .map(|id| id.0),
                 })
             };
             Ok(Some(decode().context("cannot read a claimed job")?))
@@ -285,19 +288,29 @@ impl Store {
             let query = sqlx::query(&sql).bind(Id(job)).bind(attempt);
             let query = match finish {
                 Finish::Succeeded(result) => query.bind(Json(result)),
-                Finish::Failed(Failure { kind, message, retryable }) => query
+                Finish::Failed(Failure {
+                    kind,
+                    message,
+                    retryable,
+                }) => query
                     .bind(kind)
                     .bind(message)
                     .bind(*retryable)
                     .bind(backoff.as_secs_f64()),
                 Finish::Cancelled => query,
             };
-            let row = query.fetch_optional(&mut *c).await.context("cannot finish a job")?;
-            row.map(|row| decode_ended(&row)).transpose().context("cannot read a finished job")?
+            let row = query
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot finish a job")?;
+            row.map(|row| decode_ended(&row))
+                .transpose()
+                .context("cannot read a finished job")?
         });
         let Some(ended) = ended else { return Ok(None) };
         if ended.state.is_terminal() {
-            conn.promote(&ended.sweep, &ended.stage, &ended.params).await?;
+            conn.promote(&ended.sweep, &ended.stage, &ended.params)
+                .await?;
         }
         tx.commit().await?;
         Ok(Some(ended.state))
@@ -324,11 +337,16 @@ impl Store {
                 .fetch_optional(&mut *c)
                 .await
                 .context("cannot release a job")?;
-            row.map(|row| decode_ended(&row)).transpose().context("cannot read a released job")?
+            row.map(|row| decode_ended(&row))
+                .transpose()
+                .context("cannot read a released job")?
         });
-        let Some(ended) = ended else { return Ok(Write::Superseded) };
+        let Some(ended) = ended else {
+            return Ok(Write::Superseded);
+        };
         if ended.state.is_terminal() {
-            conn.promote(&ended.sweep, &ended.stage, &ended.params).await?;
+            conn.promote(&ended.sweep, &ended.stage, &ended.params)
+                .await?;
         }
         tx.commit().await?;
         Ok(Write::Applied)
@@ -386,14 +404,18 @@ impl Store {
         });
         for (_, ended) in &reaped {
             if ended.state.is_terminal() {
-                conn.promote(&ended.sweep, &ended.stage, &ended.params).await?;
+                conn.promote(&ended.sweep, &ended.stage, &ended.params)
+                    .await?;
             }
         }
         tx.commit().await?;
         for (id, ended) in &reaped {
             tracing::warn!(job = %id, state = %ended.state, "lease expired");
         }
-        Ok(reaped.into_iter().map(|(id, ended)| (id, ended.state)).collect())
+        Ok(reaped
+            .into_iter()
+            .map(|(id, ended)| (id, ended.state))
+            .collect())
     }
 
     /// Cancels queued jobs at once and asks the workers of running ones to stop them.
@@ -532,7 +554,10 @@ impl Store {
         let mut pooled = self.acquire().await?;
         let mut conn = pooled.conn();
         on_conn!(&mut conn, |c, b| {
-            let sql = format!("UPDATE workers SET {column} = {now} WHERE id = $1", now = b.now());
+            let sql = format!(
+                "UPDATE workers SET {column} = {now} WHERE id = $1",
+                now = b.now()
+            );
             sqlx::query(&sql)
                 .bind(id)
                 .execute(&mut *c)
@@ -721,8 +746,10 @@ impl Conn<'_> {
                 .context("cannot read a sweep")?
         });
         json.map(|Json(value)| {
-            serde_json::from_value(value)
-                .map_err(|source| StoreError::BadSpec { sweep: sweep.to_owned(), source })
+            serde_json::from_value(value).map_err(|source| StoreError::BadSpec {
+                sweep: sweep.to_owned(),
+                source,
+            })
         })
         .transpose()
     }
@@ -731,7 +758,9 @@ impl Conn<'_> {
     /// just ended: when the group is decided, records the decision once and queues the
     /// downstream jobs of each winner.
     async fn promote(&mut self, sweep: &str, stage: &str, params: &Params) -> StoreResult<()> {
-        let Some(spec) = self.sweep_spec(sweep).await? else { return Ok(()) };
+        let Some(spec) = self.sweep_spec(sweep).await? else {
+            return Ok(());
+        };
         for selection in spec.selections.iter().filter(|s| s.from == stage) {
             let group = select::group_of(selection, params);
             let group_key = Value::Object(group.clone()).to_string();
@@ -752,9 +781,15 @@ impl Conn<'_> {
                 }
                 Decision::Ready(outcome) => outcome,
             };
-            let decision = serde_json::to_value(&outcome)
-                .map_err(|source| StoreError::BadSpec { sweep: sweep.to_owned(), source })?;
-            if !self.insert_promotion(sweep, &selection.name, &group_key, &decision).await? {
+            let decision =
+                serde_json::to_value(&outcome).map_err(|source| StoreError::BadSpec {
+                    sweep: sweep.to_owned(),
+                    source,
+                })?;
+            if !self
+                .insert_promotion(sweep, &selection.name, &group_key, &decision)
+                .await?
+            {
                 continue;
             }
             let mut queued = 0;
@@ -778,10 +813,17 @@ impl Conn<'_> {
     /// Serialises promotion of one group across Postgres transactions (SQLite's write
     /// transactions are serial already): without it two workers finishing a group's last
     /// two jobs at once would each see the other's job unfinished.
-    async fn lock_group(&mut self, sweep: &str, selection: &str, group_key: &str) -> StoreResult<()> {
+    async fn lock_group(
+        &mut self,
+        sweep: &str,
+        selection: &str,
+        group_key: &str,
+    ) -> StoreResult<()> {
         if let Conn::Postgres(c) = self {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(format!("sweeper promotion\u{1f}{sweep}\u{1f}{selection}\u{1f}{group_key}"))
+                .bind(format!(
+                    "sweeper promotion\u{1f}{sweep}\u{1f}{selection}\u{1f}{group_key}"
+                ))
                 .execute(&mut **c)
                 .await
                 .context("cannot lock a selection group")?;
@@ -789,7 +831,12 @@ impl Conn<'_> {
         Ok(())
     }
 
-    async fn promoted(&mut self, sweep: &str, selection: &str, group_key: &str) -> StoreResult<bool> {
+    async fn promoted(
+        &mut self,
+        sweep: &str,
+        selection: &str,
+        group_key: &str,
+    ) -> StoreResult<bool> {
         on_conn!(self, |c, _b| {
             let found: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM promotions WHERE sweep = $1 AND selection = $2 AND group_key = $3",
@@ -839,7 +886,10 @@ impl Conn<'_> {
             .fetch_all(&mut *c)
             .await
             .context("cannot read a stage's jobs")?;
-            rows.iter().map(decode_candidate).collect::<Result<Vec<_>, _>>().context("cannot read a stage's jobs")
+            rows.iter()
+                .map(decode_candidate)
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot read a stage's jobs")
         })
     }
 }
@@ -864,7 +914,9 @@ where
             Some(JobState::Cancelled) => CandidateState::Cancelled,
             _ => CandidateState::Pending,
         },
-        result: row.try_get::<Option<Json<Value>>, _>("result")?.map(|json| json.0),
+        result: row
+            .try_get::<Option<Json<Value>>, _>("result")?
+            .map(|json| json.0),
     })
 }
 

@@ -76,13 +76,19 @@ impl Store {
 
     /// One job, every column.
     pub async fn job(&self, id: Uuid) -> StoreResult<Option<JobRow>> {
-        let filter = JobFilter { ids: vec![id], ..JobFilter::default() };
+        let filter = JobFilter {
+            ids: vec![id],
+            ..JobFilter::default()
+        };
         Ok(self.jobs(&filter, Some(1)).await?.into_iter().next())
     }
 
     /// Every job of a sweep, every column, for the report.
     pub async fn jobs_for_report(&self, sweep: &str) -> StoreResult<Vec<JobRow>> {
-        let filter = JobFilter { sweep: Some(sweep.to_owned()), ..JobFilter::default() };
+        let filter = JobFilter {
+            sweep: Some(sweep.to_owned()),
+            ..JobFilter::default()
+        };
         self.jobs(&filter, None).await
     }
 
@@ -99,7 +105,10 @@ impl Store {
             .fetch_all(&mut *c)
             .await
             .context("cannot read metrics")?;
-            rows.iter().map(decode_metric).collect::<Result<Vec<_>, _>>().context("cannot read metrics")
+            rows.iter()
+                .map(decode_metric)
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot read metrics")
         })
     }
 
@@ -123,7 +132,10 @@ impl Store {
                         sweep: row.try_get("sweep")?,
                         selection: row.try_get("selection")?,
                         group: serde_json::from_str(&group_key).map_err(|e| {
-                            sqlx::Error::ColumnDecode { index: "group_key".into(), source: e.into() }
+                            sqlx::Error::ColumnDecode {
+                                index: "group_key".into(),
+                                source: e.into(),
+                            }
                         })?,
                         decision: row.try_get::<Json<Value>, _>("decision")?.0,
                         created_at: row.try_get("created_at")?,
@@ -230,8 +242,12 @@ impl Store {
                         worker: row.try_get("worker")?,
                         step: row.try_get("progress_step")?,
                         running_seconds: row.try_get::<Option<f64>, _>("running")?.unwrap_or(0.0),
-                        heartbeat_age_seconds: row.try_get::<Option<f64>, _>("beat")?.unwrap_or(0.0),
-                        lease_left_seconds: row.try_get::<Option<f64>, _>("lease_left")?.unwrap_or(0.0),
+                        heartbeat_age_seconds: row
+                            .try_get::<Option<f64>, _>("beat")?
+                            .unwrap_or(0.0),
+                        lease_left_seconds: row
+                            .try_get::<Option<f64>, _>("lease_left")?
+                            .unwrap_or(0.0),
                         cancel_requested: row.try_get("cancel_requested")?,
                     })
                 })
@@ -297,9 +313,13 @@ where
         progress_step: row.try_get("progress_step")?,
         error_kind: row.try_get("error_kind")?,
         error_message: row.try_get("error_message")?,
-        result: row.try_get::<Option<Json<Value>>, _>("result")?.map(|json| json.0),
+        result: row
+            .try_get::<Option<Json<Value>>, _>("result")?
+            .map(|json| json.0),
         checkpoint: row.try_get("checkpoint")?,
-        parent_job_id: row.try_get::<Option<Id>, _>("parent_job_id")?.map(|id| id.0),
+        parent_job_id: row
+            .try_get::<Option<Id>, _>("parent_job_id")?
+            .map(|id| id.0),
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,

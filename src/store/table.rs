@@ -20,7 +20,10 @@ pub enum Format {
 
 impl Table {
     pub fn new<S: Into<String>>(columns: impl IntoIterator<Item = S>) -> Table {
-        Table { columns: columns.into_iter().map(Into::into).collect(), rows: Vec::new() }
+        Table {
+            columns: columns.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, row: Vec<Value>) {
@@ -37,8 +40,11 @@ impl Table {
 
     /// Columns padded to their widest cell; numbers right-aligned.
     pub fn to_text(&self) -> String {
-        let cells: Vec<Vec<String>> =
-            self.rows.iter().map(|row| row.iter().map(cell).collect()).collect();
+        let cells: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|row| row.iter().map(cell).collect())
+            .collect();
         let mut widths: Vec<usize> = self.columns.iter().map(|c| c.chars().count()).collect();
         for row in &cells {
             for (width, text) in widths.iter_mut().zip(row) {
@@ -58,11 +64,17 @@ impl Table {
             out.push_str(parts.join("  ").trim_end());
             out.push('\n');
         };
-        line(&mut out, self.columns.iter().map(|c| (c.as_str(), false)).collect());
+        line(
+            &mut out,
+            self.columns.iter().map(|c| (c.as_str(), false)).collect(),
+        );
         for (row, texts) in self.rows.iter().zip(&cells) {
             line(
                 &mut out,
-                row.iter().zip(texts).map(|(v, t)| (t.as_str(), v.is_number())).collect(),
+                row.iter()
+                    .zip(texts)
+                    .map(|(v, t)| (t.as_str(), v.is_number()))
+                    .collect(),
             );
         }
         out
@@ -85,8 +97,12 @@ impl Table {
             .rows
             .iter()
             .map(|row| {
-                let object: Map<String, Value> =
-                    self.columns.iter().cloned().zip(row.iter().cloned()).collect();
+                let object: Map<String, Value> = self
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().cloned())
+                    .collect();
                 Value::Object(object)
             })
             .collect();
@@ -130,6 +146,9 @@ mod tests {
     #[test]
     fn json_is_one_object_per_row() {
         let parsed: Value = serde_json::from_str(&sample().to_json()).unwrap();
-        assert_eq!(parsed, json!([{"name": "a,b", "n": 7}, {"name": null, "n": 123}]));
+        assert_eq!(
+            parsed,
+            json!([{"name": "a,b", "n": 7}, {"name": null, "n": 123}])
+        );
     }
 }
