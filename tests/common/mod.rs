@@ -97,25 +97,17 @@ impl TestDb {
     /// goes to `worker-<n>.log` in the test's directory.
     pub fn spawn_worker(&self, n: usize, extra: &[&str]) -> Child {
         let log = std::fs::File::create(self.path(&format!("worker-{n}.log"))).expect("a log file");
-        let mut args = vec![
-            "worker",
-            "--device",
-            "cpu",
-            "--lease-secs",
-            "2",
-            "--heartbeat-secs",
-            "0.3",
-            "--poll-secs",
-            "0.1",
-            "--shutdown-grace-secs",
-            "2",
-            "--retry-backoff-secs",
-            "0.1",
-        ];
+        let mut args = vec!["worker", "--device", "cpu"];
         args.extend_from_slice(extra);
         let name = format!("w{n}");
         args.extend_from_slice(&["--name", &name]);
+        // Short periods through the environment, so that `extra` flags can override them.
         self.command(&args)
+            .env("SWEEPER_LEASE_SECS", "2")
+            .env("SWEEPER_HEARTBEAT_SECS", "0.3")
+            .env("SWEEPER_POLL_SECS", "0.1")
+            .env("SWEEPER_SHUTDOWN_GRACE_SECS", "2")
+            .env("SWEEPER_RETRY_BACKOFF_SECS", "0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
