@@ -35,15 +35,25 @@ async fn eight_workers_run_each_of_500_jobs_once(db: &TestDb) {
     let stage = command_stage("bump", &["sh", "-c", "echo run >> counters/{i}"], JOBS, 3);
     submit(&store, &spec("once", vec![stage], vec![])).await;
 
-    let mut workers: Vec<_> = (0..8).map(|n| db.spawn_worker(n, &["--exit-when-idle"])).collect();
+    let mut workers: Vec<_> = (0..8)
+        .map(|n| db.spawn_worker(n, &["--exit-when-idle"]))
+        .collect();
     // Readers at the same time as the workers write.
     for _ in 0..5 {
         let status = db.sweeper(&["status", "once"]);
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let statuses = wait_all(&mut workers, Duration::from_secs(150));
-    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}\n{}", db.worker_logs());
+    assert!(
+        statuses.iter().all(|s| s.success()),
+        "{statuses:?}\n{}",
+        db.worker_logs()
+    );
 
     for i in 0..JOBS {
         let runs = common::read_lines(&db.path(&format!("counters/{i}")));
@@ -90,7 +100,11 @@ async fn sigkilled_workers_lose_no_job_and_repeat_none(db: &TestDb) {
     }
     assert!(kills > 5);
     let statuses = wait_all(&mut workers, Duration::from_secs(150));
-    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}\n{}", db.worker_logs());
+    assert!(
+        statuses.iter().all(|s| s.success()),
+        "{statuses:?}\n{}",
+        db.worker_logs()
+    );
 
     let jobs = store.jobs_for_report("chaos").await.unwrap();
     assert_eq!(states(&jobs), HashMap::from([(JobState::Succeeded, JOBS)]));
@@ -101,10 +115,17 @@ async fn sigkilled_workers_lose_no_job_and_repeat_none(db: &TestDb) {
             .iter()
             .map(|line| line.parse().unwrap())
             .collect();
-        assert_eq!(started.iter().max(), Some(&job.attempt), "job {i}: starts {started:?}");
+        assert_eq!(
+            started.iter().max(),
+            Some(&job.attempt),
+            "job {i}: starts {started:?}"
+        );
         retried += usize::from(job.attempt > 1);
     }
-    assert!(retried > 0, "no job was ever interrupted: the test killed nothing that mattered");
+    assert!(
+        retried > 0,
+        "no job was ever interrupted: the test killed nothing that mattered"
+    );
     assert!(!db.worker_logs().contains("database is locked"));
 }
 
@@ -164,7 +185,11 @@ async fn sigterm_gives_the_running_job_back(db: &TestDb) {
     assert_eq!(job.state, JobState::Queued);
     assert_eq!((job.attempt, job.free_attempts, job.worker), (1, 1, None));
     // Given back at once, and the released attempt did not use up max_attempts = 1.
-    let claimed = store.claim("next", Duration::from_secs(60)).await.unwrap().unwrap();
+    let claimed = store
+        .claim("next", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((claimed.id, claimed.attempt), (job.id, 2));
     let workers = store.workers().await.unwrap();
     assert!(workers[0].stopped_at.is_some());
@@ -180,7 +205,12 @@ echo "{\"result\": {\"arg\": \"$1\", \"env\": $SWEEPER_PARAM_BATCH_SIZE, \"cuda\
     std::fs::write(db.path("report.sh"), report).unwrap();
     let mut ok = command_stage("ok", &["sh", "report.sh", "--bs={batch_size}"], 1, 3);
     ok.params = params(json!({"batch_size": 64}));
-    let fails = command_stage("fails", &["sh", "-c", "echo first >&2; echo boom >&2; exit 3"], 1, 3);
+    let fails = command_stage(
+        "fails",
+        &["sh", "-c", "echo first >&2; echo boom >&2; exit 3"],
+        1,
+        3,
+    );
     let flaky = command_stage("flaky", &["sh", "-c", "exit 75"], 1, 2);
     let bad = command_stage("bad", &["true", "{missing}"], 1, 3);
     submit(&store, &spec("cmd", vec![ok, fails, flaky, bad], vec![])).await;
@@ -193,22 +223,44 @@ echo "{\"result\": {\"arg\": \"$1\", \"env\": $SWEEPER_PARAM_BATCH_SIZE, \"cuda\
     let by_stage: HashMap<&str, &JobRow> = jobs.iter().map(|j| (j.stage.as_str(), j)).collect();
     let ok = by_stage["ok"];
     assert_eq!(ok.state, JobState::Succeeded, "{:?}", ok.error_message);
-    assert_eq!(ok.result, Some(json!({"arg": "--bs=64", "env": 64, "cuda": ""})));
-    let losses: Vec<(i64, f64)> =
-        store.metrics(ok.id).await.unwrap().iter().map(|m| (m.step, m.value)).collect();
+    assert_eq!(
+        ok.result,
+        Some(json!({"arg": "--bs=64", "env": 64, "cuda": ""}))
+    );
+    let losses: Vec<(i64, f64)> = store
+        .metrics(ok.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| (m.step, m.value))
+        .collect();
     assert_eq!(losses, vec![(1, 0.5), (2, 0.25)]);
 
     let fails = by_stage["fails"];
-    assert_eq!((fails.state, fails.attempt), (JobState::Failed, 1), "exit 3 is final");
+    assert_eq!(
+        (fails.state, fails.attempt),
+        (JobState::Failed, 1),
+        "exit 3 is final"
+    );
     let message = fails.error_message.as_deref().unwrap();
-    assert!(message.contains("status 3") && message.contains("first\nboom"), "{message}");
+    assert!(
+        message.contains("status 3") && message.contains("first\nboom"),
+        "{message}"
+    );
 
     let flaky = by_stage["flaky"];
-    assert_eq!((flaky.state, flaky.attempt), (JobState::Failed, 2), "exit 75 is retried");
+    assert_eq!(
+        (flaky.state, flaky.attempt),
+        (JobState::Failed, 2),
+        "exit 75 is retried"
+    );
 
     let bad = by_stage["bad"];
     assert_eq!(bad.state, JobState::Failed);
     assert!(bad.error_message.as_deref().unwrap().contains("{missing}"));
     let logs = db.worker_logs();
-    assert!(logs.contains(&format!("job{{job={}", ok.id)), "log lines name the job:\n{logs}");
+    assert!(
+        logs.contains(&format!("job{{job={}", ok.id)),
+        "log lines name the job:\n{logs}"
+    );
 }
