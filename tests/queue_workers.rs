@@ -80,10 +80,9 @@ async fn sigkilled_workers_lose_no_job_and_repeat_none(db: &TestDb) {
 
     let fast = ["--lease-secs", "1", "--exit-when-idle"];
     let mut workers: Vec<_> = (0..4).map(|n| db.spawn_worker(n, &fast)).collect();
-    let mut next = workers.len();
     let mut kills = 0;
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    for _ in 0..14 {
+    for next in workers.len()..workers.len() + 14 {
         // xorshift: reproducible "random" victims and pauses.
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -96,7 +95,6 @@ async fn sigkilled_workers_lose_no_job_and_repeat_none(db: &TestDb) {
             kills += 1;
         }
         workers[victim] = db.spawn_worker(next, &fast);
-        next += 1;
     }
     assert!(kills > 5);
     let statuses = wait_all(&mut workers, Duration::from_secs(150));
