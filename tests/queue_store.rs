@@ -314,6 +314,7 @@ async fn promotion_happens_once_per_group_under_concurrency(db: &TestDb) {
         exclude: Vec::new(),
         from: Some("best".into()),
         command: Some(vec!["true".into()]),
+        seeds: None,
         priority: 1,
         max_attempts: 3,
     };

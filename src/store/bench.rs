@@ -94,6 +94,7 @@ fn bench_spec(name: &str) -> Spec {
             exclude: Vec::new(),
             from: None,
             command: Some(vec!["true".into()]),
+            seeds: None,
             priority: 0,
             max_attempts: 1,
         }],

@@ -193,6 +193,7 @@ pub fn command_stage(name: &str, argv: &[&str], n: usize, max_attempts: i32) -> 
         exclude: Vec::new(),
         from: None,
         command: Some(argv.iter().map(|s| s.to_string()).collect()),
+        seeds: None,
         priority: 0,
         max_attempts,
     }
