@@ -198,10 +198,10 @@ async fn command_jobs_get_params_report_metrics_and_fail_with_stderr(db: &TestDb
     let report = r#"echo '{"metric": "loss", "value": 0.5, "step": 1}'
 echo 'plain text is ignored'
 echo '{"metric": "loss", "value": 0.25, "step": 2}'
-echo "{\"result\": {\"arg\": \"$1\", \"env\": $SWEEPER_PARAM_BATCH_SIZE, \"cuda\": \"$CUDA_VISIBLE_DEVICES\"}}""#;
+echo "{\"result\": {\"arg\": \"$1\", \"env\": $SWEEPER_PARAM_BATCH_SIZE, \"cuda\": \"$CUDA_VISIBLE_DEVICES\", \"attempt\": $2}}""#;
     // In a file: braces in arguments are placeholders.
     std::fs::write(db.path("report.sh"), report).unwrap();
-    let mut ok = command_stage("ok", &["sh", "report.sh", "--bs={batch_size}"], 1, 3);
+    let mut ok = command_stage("ok", &["sh", "report.sh", "--bs={batch_size}", "{attempt}"], 1, 3);
     ok.params = params(json!({"batch_size": 64}));
     let fails = command_stage(
         "fails",
@@ -223,7 +223,7 @@ echo "{\"result\": {\"arg\": \"$1\", \"env\": $SWEEPER_PARAM_BATCH_SIZE, \"cuda\
     assert_eq!(ok.state, JobState::Succeeded, "{:?}", ok.error_message);
     assert_eq!(
         ok.result,
-        Some(json!({"arg": "--bs=64", "env": 64, "cuda": ""}))
+        Some(json!({"arg": "--bs=64", "env": 64, "cuda": "", "attempt": 1}))
     );
     let losses: Vec<(i64, f64)> = store
         .metrics(ok.id)

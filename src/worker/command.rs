@@ -1,5 +1,6 @@
 //! The `command` job kind: any program, with the job's parameters substituted into its
-//! arguments (`{batch_size}`) and passed as `SWEEPER_PARAM_*` variables.
+//! arguments (`{batch_size}`, and `{job_id}`, `{attempt}`, `{job_dir}`, `{data_root}`)
+//! and passed as `SWEEPER_PARAM_*` variables.
 //!
 //! A stdout line that is a JSON object `{"metric": …, "value": …, "step": …}` is a
 //! metric; `{"result": {…}}` sets the job's result. Exit status 0 is success; 75
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::device::Device;
 use super::execution::{Execution, JobEvent, Outcome, Stopper};
 use crate::store::{ClaimedJob, Failure, MetricPoint};
+use crate::sweep::expand::render_command;
 use crate::sweep::Params;
 
 /// Exit status a program uses to ask for another attempt (`EX_TEMPFAIL`).
@@ -37,6 +39,7 @@ pub(crate) struct CommandJob<'a> {
     pub argv: &'a [String],
     pub device: Device,
     pub job_dir: &'a Path,
+    pub data_root: &'a Path,
     /// How long the program has between SIGTERM and SIGKILL once asked to stop.
     pub grace: Duration,
 }
@@ -44,9 +47,21 @@ pub(crate) struct CommandJob<'a> {
 /// Starts the program; `Err` is a final failure of the job (bad arguments, no such
 /// program).
 pub(crate) fn start(spec: CommandJob<'_>) -> Result<Execution, Failure> {
-    let argv = substitute_all(spec.argv, &spec.job.params).map_err(|message| Failure {
+    let runtime = Params::from_iter([
+        ("job_id".to_owned(), Value::from(spec.job.id.to_string())),
+        ("attempt".to_owned(), Value::from(spec.job.attempt)),
+        (
+            "job_dir".to_owned(),
+            Value::from(spec.job_dir.to_string_lossy()),
+        ),
+        (
+            "data_root".to_owned(),
+            Value::from(spec.data_root.to_string_lossy()),
+        ),
+    ]);
+    let argv = render_command(spec.argv, &spec.job.params, &runtime).map_err(|error| Failure {
         kind: "bad command".into(),
-        message,
+        message: error.to_string(),
         retryable: false,
     })?;
     let Some((program, args)) = argv.split_first() else {
@@ -69,7 +84,8 @@ pub(crate) fn start(spec: CommandJob<'_>) -> Result<Execution, Failure> {
         .env("SWEEPER_ATTEMPT", spec.job.attempt.to_string())
         .env("SWEEPER_SWEEP", &spec.job.sweep)
         .env("SWEEPER_STAGE", &spec.job.stage)
-        .env("SWEEPER_JOB_DIR", spec.job_dir);
+        .env("SWEEPER_JOB_DIR", spec.job_dir)
+        .env("SWEEPER_DATA_ROOT", spec.data_root);
     for (name, value) in &spec.job.params {
         command.env(param_variable(name), param_text(value));
     }
@@ -288,75 +304,10 @@ fn param_text(value: &Value) -> String {
     }
 }
 
-fn substitute_all(argv: &[String], params: &Params) -> Result<Vec<String>, String> {
-    argv.iter().map(|arg| substitute(arg, params)).collect()
-}
-
-/// Replaces `{name}` by the parameter's text; `{{` and `}}` are literal braces.
-fn substitute(arg: &str, params: &Params) -> Result<String, String> {
-    let mut out = String::with_capacity(arg.len());
-    let mut rest = arg;
-    while let Some(at) = rest.find(['{', '}']) {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        if tail.starts_with("{{") || tail.starts_with("}}") {
-            out.push_str(&tail[..1]);
-            rest = &tail[2..];
-            continue;
-        }
-        if tail.starts_with('}') {
-            return Err(format!("command argument {arg:?} has an unmatched '}}'"));
-        }
-        let Some(end) = tail.find('}') else {
-            return Err(format!("command argument {arg:?} has an unclosed '{{'"));
-        };
-        let name = &tail[1..end];
-        let value = params.get(name).ok_or_else(|| {
-            format!(
-                "command argument {arg:?} names {{{name}}}, which is not a parameter of the job"
-            )
-        })?;
-        out.push_str(&param_text(value));
-        rest = &tail[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn params() -> Params {
-        json!({"batch_size": 64, "backbone": "resnet50", "lr": 0.5})
-            .as_object()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn substitutes_parameters_and_escapes() {
-        let argv = [
-            "train.py".into(),
-            "--bs={batch_size}".into(),
-            "{backbone}-{lr}".into(),
-            "{{x}}".into(),
-        ];
-        assert_eq!(
-            substitute_all(&argv, &params()).unwrap(),
-            ["train.py", "--bs=64", "resnet50-0.5", "{x}"]
-        );
-    }
-
-    #[test]
-    fn refuses_unknown_and_unbalanced_placeholders() {
-        assert!(substitute("{epochs}", &params())
-            .unwrap_err()
-            .contains("{epochs}"));
-        assert!(substitute("{batch_size", &params()).is_err());
-        assert!(substitute("a}", &params()).is_err());
-    }
 
     #[test]
     fn reads_metric_and_result_lines() {

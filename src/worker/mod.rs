@@ -471,11 +471,13 @@ impl Worker {
                         format!("stage {:?} has no command", stage.name),
                     )
                 })?;
+                let data_root = self.config.data_root.as_ref().unwrap_or(&spec.data_root);
                 Ok(command::start(command::CommandJob {
                     job,
                     argv,
                     device: self.device,
-                    job_dir: &job_dir,
+                    job_dir: &absolute(&job_dir),
+                    data_root: &absolute(data_root),
                     grace: self.config.shutdown_grace,
                 })?)
             }
