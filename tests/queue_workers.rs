@@ -201,7 +201,12 @@ echo '{"metric": "loss", "value": 0.25, "step": 2}'
 echo "{\"result\": {\"arg\": \"$1\", \"env\": $SWEEPER_PARAM_BATCH_SIZE, \"cuda\": \"$CUDA_VISIBLE_DEVICES\", \"attempt\": $2}}""#;
     // In a file: braces in arguments are placeholders.
     std::fs::write(db.path("report.sh"), report).unwrap();
-    let mut ok = command_stage("ok", &["sh", "report.sh", "--bs={batch_size}", "{attempt}"], 1, 3);
+    let mut ok = command_stage(
+        "ok",
+        &["sh", "report.sh", "--bs={batch_size}", "{attempt}"],
+        1,
+        3,
+    );
     ok.params = params(json!({"batch_size": 64}));
     let fails = command_stage(
         "fails",
