@@ -64,9 +64,24 @@ impl Table {
             out.push_str(parts.join("  ").trim_end());
             out.push('\n');
         };
+        // A header sits right-aligned over a column of numbers.
+        let numeric: Vec<bool> = (0..self.columns.len())
+            .map(|i| {
+                let mut values = self
+                    .rows
+                    .iter()
+                    .filter_map(|row| row.get(i))
+                    .filter(|v| !v.is_null());
+                values.clone().next().is_some() && values.all(Value::is_number)
+            })
+            .collect();
         line(
             &mut out,
-            self.columns.iter().map(|c| (c.as_str(), false)).collect(),
+            self.columns
+                .iter()
+                .map(String::as_str)
+                .zip(numeric)
+                .collect(),
         );
         for (row, texts) in self.rows.iter().zip(&cells) {
             line(
