@@ -1,6 +1,633 @@
-//! The `sweeper` command line: parse, set up tracing, call the library.
+//! The `sweeper` command line: parse, set up tracing, call the library, turn the error
+//! into an exit status (2 for bad input, 1 for anything else).
+//!
+//! Each subcommand is a variant of [`Command`] with its own argument struct and one
+//! function below; adding one is a variant, a struct and a function.
 
-fn main() {
-    let _ = sweeper::train::TrainError::Cancelled;
-    println!("sweeper {}", env!("CARGO_PKG_VERSION"));
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use sweeper::store::table::{self, Table};
+use sweeper::store::{self, JobFilter, JobState, Store, StoreError};
+use sweeper::sweep::{self, SweepError};
+use sweeper::worker::{self, DeviceRequest, WorkerConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sweeper",
+    version,
+    about = "Experiment sweeps for self-supervised learning: TOML grids in, jobs in SQLite or Postgres, workers, tables out."
+)]
+struct Cli {
+    /// The store: sqlite://PATH (created when missing) or postgres://USER@HOST/DB.
+    #[arg(long, global = true, env = "SWEEPER_DB", default_value = store::DEFAULT_URL)]
+    db: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a sweep file and add its missing jobs to the store.
+    Submit(SubmitArgs),
+    /// Job counts per stage and state; running jobs with worker, step and lease.
+    Status(StatusArgs),
+    /// List jobs.
+    Jobs(JobsArgs),
+    /// Cancel queued jobs at once; ask the workers of running ones to stop them.
+    Cancel(SelectArgs),
+    /// Put failed or cancelled jobs back in the queue.
+    Retry(SelectArgs),
+    /// List the workers that registered in the store.
+    Workers(FormatArgs),
+    /// Run read-only SQL against the store.
+    Query(QueryArgs),
+    /// Claim and run jobs until stopped.
+    Worker(WorkerArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+struct SubmitArgs {
+    /// The sweep file (TOML).
+    file: PathBuf,
+    /// Print the expansion (jobs per stage) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Overrides the sweep's data root.
+    #[arg(long, env = "SWEEPER_DATA_ROOT")]
+    data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Only this sweep.
+    sweep: Option<String>,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+struct JobsArgs {
+    #[arg(long)]
+    sweep: Option<String>,
+    #[arg(long)]
+    stage: Option<String>,
+    #[arg(long, value_parser = parse_state)]
+    state: Option<JobState>,
+    /// At most this many jobs.
+    #[arg(long)]
+    limit: Option<i64>,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+struct SelectArgs {
+    /// Job ids.
+    ids: Vec<Uuid>,
+    #[arg(long)]
+    sweep: Option<String>,
+    #[arg(long)]
+    stage: Option<String>,
+    #[arg(long, value_parser = parse_state)]
+    state: Option<JobState>,
+}
+
+#[derive(Debug, Args)]
+struct FormatArgs {
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// One SQL statement; it runs read-only whatever it says.
+    sql: String,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// cpu, cuda:N, or auto (a GPU no other live worker of this host holds, else cpu).
+    #[arg(long, default_value = "auto")]
+    device: DeviceRequest,
+    /// Stop after this many jobs.
+    #[arg(long)]
+    max_jobs: Option<u64>,
+    /// Stop once no job is queued or running in the store.
+    #[arg(long)]
+    exit_when_idle: bool,
+    /// The worker's name in `status` and `workers` (default: host-pid).
+    #[arg(long)]
+    name: Option<String>,
+    /// Jobs write under <artifacts>/<sweep>/<job id>.
+    #[arg(long, env = "SWEEPER_ARTIFACTS", default_value = "artifacts")]
+    artifacts: PathBuf,
+    /// Decoded-image caches (default: <artifacts>/cache).
+    #[arg(long, env = "SWEEPER_CACHE")]
+    cache: Option<PathBuf>,
+    /// Overrides the sweeps' data root.
+    #[arg(long, env = "SWEEPER_DATA_ROOT")]
+    data_root: Option<PathBuf>,
+    /// Seconds a claim or heartbeat holds a job.
+    #[arg(long, env = "SWEEPER_LEASE_SECS", default_value = "60", value_parser = parse_seconds)]
+    lease_secs: Duration,
+    /// Seconds between heartbeats (and cancel checks).
+    #[arg(long, env = "SWEEPER_HEARTBEAT_SECS", default_value = "10", value_parser = parse_seconds)]
+    heartbeat_secs: Duration,
+    /// Seconds between claims when the queue is empty.
+    #[arg(long, env = "SWEEPER_POLL_SECS", default_value = "2", value_parser = parse_seconds)]
+    poll_secs: Duration,
+    /// Seconds a job has to stop at shutdown before its lease is given back.
+    #[arg(long, env = "SWEEPER_SHUTDOWN_GRACE_SECS", default_value = "30", value_parser = parse_seconds)]
+    shutdown_grace_secs: Duration,
+    /// First retry delay after a retryable failure; doubles with every attempt.
+    #[arg(long, env = "SWEEPER_RETRY_BACKOFF_SECS", default_value = "10", value_parser = parse_seconds)]
+    retry_backoff_secs: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Claim + complete throughput of the store, in jobs per second.
+    Queue(BenchQueueArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchQueueArgs {
+    /// Jobs per run.
+    #[arg(long, default_value_t = 2000)]
+    jobs: usize,
+    /// Concurrent workers, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    workers: Vec<usize>,
+    /// Also run against this Postgres database.
+    #[arg(long, env = "SWEEPER_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
+    /// Time the same loop in Python's sqlite3 (benches/queue_reference.py) with this
+    /// interpreter and print the ratio.
+    #[arg(long)]
+    reference_python: Option<PathBuf>,
+}
+
+/// Input the user must fix: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
+
+fn parse_state(text: &str) -> Result<JobState, String> {
+    JobState::parse(text).ok_or_else(|| {
+        format!("unknown state {text:?}: use queued, running, succeeded, failed or cancelled")
+    })
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Worker(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWEEPER_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},sqlx=error"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit_status(&error))
+        }
+    }
+}
+
+/// 2 when the error is the user's input (a sweep file, an id, a name, SQL), else 1.
+fn exit_status(error: &anyhow::Error) -> u8 {
+    let bad_input = error.chain().any(|cause| {
+        cause.is::<SweepError>()
+            || cause.is::<BadInput>()
+            || cause
+                .downcast_ref::<StoreError>()
+                .is_some_and(StoreError::is_bad_input)
+    });
+    if bad_input {
+        2
+    } else {
+        1
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let db = cli.db.as_str();
+    match cli.command {
+        Command::Submit(args) => submit(db, args).await,
+        Command::Status(args) => status(db, args).await,
+        Command::Jobs(args) => jobs(db, args).await,
+        Command::Cancel(args) => cancel(db, args).await,
+        Command::Retry(args) => retry(db, args).await,
+        Command::Workers(args) => workers(db, args).await,
+        Command::Query(args) => query(db, args).await,
+        Command::Worker(args) => run_worker(db, args).await,
+        Command::Bench(BenchCommand::Queue(args)) => bench_queue(args).await,
+    }
+}
+
+async fn open(db: &str) -> anyhow::Result<Store> {
+    Ok(Store::open(db).await?)
+}
+
+fn print_table(table: &Table, format: OutputFormat) {
+    let format = match format {
+        OutputFormat::Table => table::Format::Text,
+        OutputFormat::Csv => table::Format::Csv,
+        OutputFormat::Json => table::Format::Json,
+    };
+    print!("{}", table.render(format));
+}
+
+async fn submit(db: &str, args: SubmitArgs) -> anyhow::Result<()> {
+    let overrides = sweep::Overrides {
+        data_root: args.data_root,
+    };
+    let loaded = sweep::load_file(&args.file, &overrides)?;
+    if args.dry_run {
+        print!("{}", sweep::expand::dry_run_summary(&loaded.spec));
+        return Ok(());
+    }
+    let jobs = sweep::expand::expand(&loaded.spec);
+    let store = open(db).await?;
+    let summary = store
+        .submit(&loaded.spec, &loaded.text, &loaded.hash, &jobs)
+        .await
+        .with_context(|| format!("cannot submit {}", args.file.display()))?;
+    println!(
+        "sweep {}: {} jobs added, {} already stored and kept",
+        loaded.spec.name, summary.added, summary.kept
+    );
+    Ok(())
+}
+
+async fn status(db: &str, args: StatusArgs) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    if let Some(sweep) = &args.sweep {
+        if store.spec(sweep).await?.is_none() {
+            return Err(StoreError::UnknownSweep {
+                name: sweep.clone(),
+            }
+            .into());
+        }
+    }
+    let counts = store.stage_counts(args.sweep.as_deref()).await?;
+    let mut columns = vec!["sweep", "stage"];
+    columns.extend(JobState::ALL.iter().map(|s| s.as_str()));
+    columns.push("total");
+    let mut table = Table::new(columns);
+    let mut rows: Vec<((String, String), [i64; 5])> = Vec::new();
+    for count in counts {
+        let key = (count.sweep, count.stage);
+        let at = match rows.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                rows.push((key, [0; 5]));
+                rows.len() - 1
+            }
+        };
+        let column = JobState::ALL
+            .iter()
+            .position(|s| *s == count.state)
+            .unwrap_or(0);
+        rows[at].1[column] += count.count;
+    }
+    for ((sweep, stage), per_state) in rows {
+        let mut row = vec![json!(sweep), json!(stage)];
+        row.extend(per_state.iter().map(|n| json!(n)));
+        row.push(json!(per_state.iter().sum::<i64>()));
+        table.push(row);
+    }
+    let running = store.running(args.sweep.as_deref()).await?;
+    if matches!(args.format.format, OutputFormat::Json) {
+        let running: Vec<Value> = running.iter().map(|r| json!(r)).collect();
+        let counts: Value = serde_json::from_str(&table.to_json())?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"stages": counts, "running": running}))?
+        );
+        return Ok(());
+    }
+    print_table(&table, args.format.format);
+    if !running.is_empty() {
+        let mut jobs = Table::new([
+            "running job",
+            "stage",
+            "attempt",
+            "worker",
+            "step",
+            "running s",
+            "heartbeat age s",
+            "lease left s",
+        ]);
+        for job in running {
+            let stage = if job.cancel_requested {
+                format!("{} (cancelling)", job.stage)
+            } else {
+                job.stage
+            };
+            jobs.push(vec![
+                json!(job.id.to_string()),
+                json!(stage),
+                json!(job.attempt),
+                json!(job.worker),
+                json!(job.step),
+                json!((job.running_seconds * 10.0).round() / 10.0),
+                json!((job.heartbeat_age_seconds * 10.0).round() / 10.0),
+                json!((job.lease_left_seconds * 10.0).round() / 10.0),
+            ]);
+        }
+        println!();
+        print_table(&jobs, args.format.format);
+    }
+    Ok(())
+}
+
+async fn jobs(db: &str, args: JobsArgs) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let filter = JobFilter {
+        ids: Vec::new(),
+        sweep: args.sweep,
+        stage: args.stage,
+        state: args.state,
+    };
+    let rows = store.jobs(&filter, args.limit).await?;
+    let mut table = Table::new([
+        "id", "sweep", "stage", "state", "attempt", "max", "worker", "params", "result", "error",
+    ]);
+    for job in rows {
+        let error = match (&job.error_kind, &job.error_message) {
+            (Some(kind), Some(message)) => json!(format!("{kind}: {}", first_line(message))),
+            (Some(kind), None) => json!(kind),
+            _ => Value::Null,
+        };
+        table.push(vec![
+            json!(job.id.to_string()),
+            json!(job.sweep),
+            json!(job.stage),
+            json!(job.state.as_str()),
+            json!(job.attempt),
+            json!(job.max_attempts),
+            json!(job.worker),
+            json!(Value::Object(job.params).to_string()),
+            job.result.map_or(Value::Null, |r| json!(r.to_string())),
+            error,
+        ]);
+    }
+    print_table(&table, args.format.format);
+    Ok(())
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+fn job_filter(args: SelectArgs, verb: &str) -> anyhow::Result<JobFilter> {
+    if args.ids.is_empty() && args.sweep.is_none() && args.stage.is_none() && args.state.is_none() {
+        return Err(BadInput(format!(
+            "{verb} needs job ids or --sweep, --stage or --state"
+        ))
+        .into());
+    }
+    Ok(JobFilter {
+        ids: args.ids,
+        sweep: args.sweep,
+        stage: args.stage,
+        state: args.state,
+    })
+}
+
+async fn cancel(db: &str, args: SelectArgs) -> anyhow::Result<()> {
+    let filter = job_filter(args, "cancel")?;
+    let store = open(db).await?;
+    let summary = store.cancel(&filter).await?;
+    println!(
+        "{} queued jobs cancelled; {} running jobs asked to stop",
+        summary.cancelled, summary.stopping
+    );
+    Ok(())
+}
+
+async fn retry(db: &str, args: SelectArgs) -> anyhow::Result<()> {
+    let filter = job_filter(args, "retry")?;
+    if filter
+        .state
+        .is_some_and(|s| !matches!(s, JobState::Failed | JobState::Cancelled))
+    {
+        bail!(BadInput(
+            "retry takes --state failed or --state cancelled".into()
+        ));
+    }
+    let store = open(db).await?;
+    let retried = store.retry(&filter).await?;
+    println!("{retried} jobs back in the queue");
+    Ok(())
+}
+
+async fn workers(db: &str, args: FormatArgs) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let mut table = Table::new([
+        "name",
+        "host",
+        "pid",
+        "device",
+        "state",
+        "job",
+        "last seen s",
+        "started",
+    ]);
+    for worker in store.workers().await? {
+        let state = if worker.stopped_at.is_some() {
+            "stopped"
+        } else if worker.seconds_since_seen > 120.0 {
+            "silent"
+        } else {
+            "live"
+        };
+        table.push(vec![
+            json!(worker.name),
+            json!(worker.host),
+            json!(worker.pid),
+            json!(worker.device),
+            json!(state),
+            json!(worker.job.map(|id| id.to_string())),
+            json!(worker.seconds_since_seen.round()),
+            json!(worker.started_at.to_rfc3339()),
+        ]);
+    }
+    print_table(&table, args.format);
+    Ok(())
+}
+
+async fn query(db: &str, args: QueryArgs) -> anyhow::Result<()> {
+    let table = store::query_read_only(db, &args.sql).await?;
+    print_table(&table, args.format.format);
+    Ok(())
+}
+
+async fn run_worker(db: &str, args: WorkerArgs) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let name = args.name.unwrap_or_else(|| {
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{host}-{}", std::process::id())
+    });
+    let mut config = WorkerConfig::new(name, args.device);
+    config.max_jobs = args.max_jobs;
+    config.exit_when_idle = args.exit_when_idle;
+    config.cache_dir = args.cache.unwrap_or_else(|| args.artifacts.join("cache"));
+    config.artifacts = args.artifacts;
+    config.data_root = args.data_root;
+    config.lease = args.lease_secs;
+    config.heartbeat = args.heartbeat_secs;
+    config.poll = args.poll_secs;
+    config.shutdown_grace = args.shutdown_grace_secs;
+    config.retry_backoff = args.retry_backoff_secs;
+    if config.heartbeat >= config.lease {
+        bail!(BadInput(
+            "--heartbeat-secs must be shorter than --lease-secs".into()
+        ));
+    }
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    worker::run(store.clone(), config, shutdown).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// The first SIGINT/SIGTERM asks the worker to finish up; a second one exits at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop the worker with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received: no more claims; stopping the running job");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}
+
+async fn bench_queue(args: BenchQueueArgs) -> anyhow::Result<()> {
+    let mut table = Table::new([
+        "backend",
+        "workers",
+        "jobs",
+        "seconds",
+        "jobs/s",
+        "python sqlite3 jobs/s",
+        "ratio",
+    ]);
+    let mut targets: Vec<(String, bool)> = Vec::new();
+    let sqlite_path = std::env::temp_dir().join(format!("sweeper-bench-{}.db", Uuid::now_v7()));
+    targets.push((format!("sqlite://{}", sqlite_path.display()), true));
+    if let Some(url) = &args.postgres {
+        targets.push((url.clone(), false));
+    }
+    for (url, is_sqlite) in &targets {
+        for &workers in &args.workers {
+            let figure = store::bench::bench_queue(url, args.jobs, workers).await?;
+            let reference = match (&args.reference_python, is_sqlite) {
+                (Some(python), true) => Some(python_reference(python, args.jobs, workers)?),
+                _ => None,
+            };
+            let rate = figure.jobs_per_second();
+            table.push(vec![
+                json!(if *is_sqlite { "sqlite" } else { "postgres" }),
+                json!(workers),
+                json!(figure.jobs),
+                json!((figure.seconds * 1000.0).round() / 1000.0),
+                json!(rate.round()),
+                json!(reference.map(f64::round)),
+                json!(reference.map(|r| (rate / r * 10.0).round() / 10.0)),
+            ]);
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_path.display()));
+    }
+    print_table(&table, OutputFormat::Table);
+    Ok(())
+}
+
+/// Runs benches/queue_reference.py and reads its jobs per second.
+fn python_reference(python: &std::path::Path, jobs: usize, workers: usize) -> anyhow::Result<f64> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/queue_reference.py");
+    let output = std::process::Command::new(python)
+        .arg(&script)
+        .args([
+            "--jobs",
+            &jobs.to_string(),
+            "--workers",
+            &workers.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{} printed no JSON", script.display()))?;
+    report["jobs_per_second"]
+        .as_f64()
+        .with_context(|| format!("{} printed no jobs_per_second", script.display()))
 }

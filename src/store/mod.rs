@@ -1,1 +1,604 @@
-//! store
+//! The job store over SQLite (the embedded default) and Postgres (workers on many
+//! machines), chosen by URL.
+//!
+//! One schema, two migration folders (`migrations/sqlite`, `migrations/postgres`),
+//! embedded and applied at start. The queue's rules live here so that every process
+//! obeys them, whichever command it runs:
+//!
+//! - a claim is one statement (SQLite: `UPDATE … WHERE id = (SELECT … LIMIT 1)`;
+//!   Postgres: `FOR UPDATE SKIP LOCKED` in a CTE) and bumps the job's `attempt`;
+//! - a claim holds a lease that the worker renews by heartbeat, on the database's clock;
+//! - every write a worker makes names `(job, attempt)` and changes nothing once that
+//!   attempt was superseded ([`Write::Superseded`], [`Lease::Lost`]);
+//! - any process reaps expired leases ([`Store::reap`]);
+//! - finishing a job and promoting its stage's winners happen in one transaction.
+//!
+//! Multi-statement writes on SQLite start with `BEGIN IMMEDIATE`: a deferred
+//! transaction that reads and then writes fails with "database is locked" at once,
+//! whatever `busy_timeout` says.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use crate::sweep::{Params, StageKind};
+
+pub mod bench;
+mod error;
+mod id;
+pub mod query;
+mod queue;
+mod read;
+pub mod table;
+
+pub use query::query_read_only;
+
+pub use error::{StoreError, StoreResult};
+pub(crate) use id::Id;
+
+use error::Context as _;
+
+/// Where the store lives when neither `--db` nor `SWEEPER_DB` says.
+pub const DEFAULT_URL: &str = "sqlite://sweeper.db";
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// SQLite waits this long for another writer before giving up. Writes are short (the
+/// longest is a submit of a whole grid), so reaching it means something is wrong.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> StoreResult<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::BadUrl {
+                url: url.to_owned(),
+            })
+        }
+    }
+
+    /// The database's clock.
+    pub(crate) fn now(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            Backend::Postgres => "now()",
+        }
+    }
+
+    /// The database's clock plus `param` (a float number of seconds).
+    pub(crate) fn now_plus(self, param: &str) -> String {
+        match self {
+            Backend::Sqlite => {
+                format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', {param} || ' seconds')")
+            }
+            Backend::Postgres => format!("(now() + make_interval(secs => {param}))"),
+        }
+    }
+
+    /// Seconds from `column` to now, as a float.
+    pub(crate) fn seconds_since(self, column: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("((julianday('now') - julianday({column})) * 86400.0)"),
+            Backend::Postgres => format!("(EXTRACT(EPOCH FROM (now() - {column})))::float8"),
+        }
+    }
+
+    /// Row lock that keeps a fenced check valid until the transaction ends (SQLite's
+    /// `BEGIN IMMEDIATE` already holds the only write lock).
+    pub(crate) fn lock_row(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// A handle on the store; cheap to clone (it holds a connection pool).
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    url: String,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// One connection of either backend; the store's statements are methods on it, so
+/// that the same logic runs inside a transaction or on its own.
+pub(crate) enum Conn<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+enum Pooled {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl Pooled {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Pooled::Sqlite(c) => Conn::Sqlite(c),
+            Pooled::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+/// A write transaction (`BEGIN IMMEDIATE` on SQLite); rolled back when dropped.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Sqlite(tx) => Conn::Sqlite(tx),
+            Tx::Postgres(tx) => Conn::Postgres(tx),
+        }
+    }
+
+    pub(crate) async fn commit(self) -> StoreResult<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+        .context("cannot commit a transaction")
+    }
+}
+
+/// Runs `$body` with `$c` bound to the backend's connection (`&mut SqliteConnection` or
+/// `&mut PgConnection`) and `$b` to its [`Backend`]; the body is compiled once per
+/// backend, so generic sqlx calls resolve for each.
+macro_rules! on_conn {
+    ($conn:expr, |$c:ident, $b:ident| $body:expr) => {
+        match $conn {
+            $crate::store::Conn::Sqlite(conn) => {
+                let $c: &mut sqlx::SqliteConnection = &mut **conn;
+                let $b = $crate::store::Backend::Sqlite;
+                let _ = $b;
+                $body
+            }
+            $crate::store::Conn::Postgres(conn) => {
+                let $c: &mut sqlx::PgConnection = &mut **conn;
+                let $b = $crate::store::Backend::Postgres;
+                let _ = $b;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_conn;
+
+impl Store {
+    /// Opens the store at `url` (creating a SQLite file when missing) and brings its
+    /// schema up to date; refuses a schema newer than this binary.
+    pub async fn open(url: &str) -> StoreResult<Store> {
+        Store::open_with(url, 8).await
+    }
+
+    /// [`Store::open`] with a pool of at most `max_connections`.
+    pub async fn open_with(url: &str, max_connections: u32) -> StoreResult<Store> {
+        let open_error = |source| StoreError::Open {
+            url: url.to_owned(),
+            source,
+        };
+        let pool = match Backend::of_url(url)? {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(open_error)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // WAL with NORMAL cannot corrupt on a crash; it may lose the last
+                    // commits on power loss, which the lease protocol tolerates.
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(SQLITE_BUSY_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(open_error)?;
+                Pool::Sqlite(pool)
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await
+                    .map_err(open_error)?;
+                Pool::Postgres(pool)
+            }
+        };
+        let store = Store {
+            pool,
+            url: url.to_owned(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The newest schema version this binary knows.
+    pub fn known_schema_version(backend: Backend) -> i64 {
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// The newest schema version applied to the database (0 for a new one).
+    pub async fn schema_version(&self) -> StoreResult<i64> {
+        let mut pooled = self.acquire().await?;
+        pooled.conn().schema_version().await
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let known = Store::known_schema_version(self.backend());
+        // Several workers may start on a new SQLite file at once: one applies the
+        // migrations, the others fail on "table exists" and find the schema current.
+        let mut tries = 0;
+        loop {
+            let found = self.schema_version().await?;
+            if found > known {
+                return Err(StoreError::SchemaTooNew { found, known });
+            }
+            if found == known {
+                return Ok(());
+            }
+            let applied = match &self.pool {
+                Pool::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await,
+                Pool::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await,
+            };
+            match applied {
+                Ok(()) => return Ok(()),
+                Err(source) if tries >= 5 => {
+                    return Err(StoreError::Migrate {
+                        url: self.url.clone(),
+                        source,
+                    })
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "migration raced another process; checking again");
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+            }
+        }
+    }
+
+    async fn acquire(&self) -> StoreResult<Pooled> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => {
+                Pooled::Sqlite(pool.acquire().await.context("cannot reach the store")?)
+            }
+            Pool::Postgres(pool) => {
+                Pooled::Postgres(pool.acquire().await.context("cannot reach the store")?)
+            }
+        })
+    }
+
+    pub(crate) async fn write_tx(&self) -> StoreResult<Tx> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => Tx::Sqlite(
+                pool.begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .context("cannot start a transaction")?,
+            ),
+            Pool::Postgres(pool) => {
+                Tx::Postgres(pool.begin().await.context("cannot start a transaction")?)
+            }
+        })
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl Conn<'_> {
+    async fn schema_version(&mut self) -> StoreResult<i64> {
+        on_conn!(self, |c, b| {
+            let exists_sql = match b {
+                Backend::Sqlite => {
+                    "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+                }
+                Backend::Postgres => "SELECT to_regclass('_sqlx_migrations') IS NOT NULL",
+            };
+            let exists: bool = sqlx::query_scalar(exists_sql)
+                .fetch_one(&mut *c)
+                .await
+                .context("cannot read the schema version")?;
+            if !exists {
+                return Ok(0);
+            }
+            let version: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(&mut *c)
+                    .await
+                    .context("cannot read the schema version")?;
+            Ok(version.unwrap_or(0))
+        })
+    }
+}
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub(crate) fn parse_kind(text: &str) -> StageKind {
+    match text {
+        "pretext" => StageKind::Pretext,
+        "linear" => StageKind::Linear,
+        "finetune" => StageKind::Finetune,
+        _ => StageKind::Command,
+    }
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SubmitSummary {
+    /// Jobs new to the store.
+    pub added: u64,
+    /// Jobs whose key was already stored, left as they were.
+    pub kept: u64,
+}
+
+/// A job a worker claimed: everything it needs to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub sweep: String,
+    pub stage: String,
+    pub kind: StageKind,
+    pub key: String,
+    pub params: Params,
+    /// The fencing token: every write for this job names it.
+    pub attempt: i32,
+    pub parent_job_id: Option<Uuid>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Renewed; `cancel` asks the worker to stop the job and report it cancelled.
+    Held { cancel: bool },
+    /// Another attempt owns the job now (or it was reaped): stop, write nothing more.
+    Lost,
+}
+
+/// The effect of a fenced write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Write {
+    Applied,
+    /// The attempt was superseded: nothing was written.
+    Superseded,
+}
+
+/// How a job's attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    Succeeded(Value),
+    Failed(Failure),
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Short machine-readable kind ("exit status", "fatal", "lease expired", …).
+    pub kind: String,
+    pub message: String,
+    /// Another attempt may succeed: the job goes back to the queue while attempts remain.
+    pub retryable: bool,
+}
+
+/// One metric value of a job's attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub step: i64,
+    pub name: String,
+    pub value: f64,
+}
+
+/// Which jobs a command is about; empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub ids: Vec<Uuid>,
+    pub sweep: Option<String>,
+    pub stage: Option<String>,
+    pub state: Option<JobState>,
+}
+
+/// Every column of a job, for `jobs` and the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub sweep: String,
+    pub stage: String,
+    pub kind: String,
+    pub key: String,
+    pub params: Params,
+    pub state: JobState,
+    pub priority: i32,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub free_attempts: i32,
+    pub cancel_requested: bool,
+    pub worker: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub progress_step: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub result: Option<Value>,
+    pub checkpoint: Option<String>,
+    pub parent_job_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricRow {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub step: i64,
+    pub name: String,
+    pub value: f64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A selection's decision for one group, made when the group's last job finished.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromotionRow {
+    pub sweep: String,
+    pub selection: String,
+    /// The group's parameters.
+    pub group: Params,
+    /// The [`crate::sweep::select::Outcome`] as JSON.
+    pub decision: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerRow {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub pid: i32,
+    pub device: String,
+    pub started_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub seconds_since_seen: f64,
+    /// The job it runs now.
+    pub job: Option<Uuid>,
+}
+
+/// Jobs of one sweep, stage and state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageCount {
+    pub sweep: String,
+    pub stage: String,
+    pub state: JobState,
+    pub count: i64,
+}
+
+/// A running job as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunningRow {
+    pub id: Uuid,
+    pub sweep: String,
+    pub stage: String,
+    pub attempt: i32,
+    pub worker: Option<String>,
+    pub step: Option<i64>,
+    pub running_seconds: f64,
+    pub heartbeat_age_seconds: f64,
+    pub lease_left_seconds: f64,
+    pub cancel_requested: bool,
+}
+
+/// What a worker registers about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub pid: i32,
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CancelSummary {
+    /// Queued jobs, cancelled at once.
+    pub cancelled: u64,
+    /// Running jobs whose workers were asked to stop them.
+    pub stopping: u64,
+}

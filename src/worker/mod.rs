@@ -1,1 +1,592 @@
-//! worker
+//! The worker: claim a job, run it, report it, again.
+//!
+//! One worker holds one device for its life and runs one job at a time. The async loop
+//! only talks to the store; the job itself runs elsewhere (a child process for
+//! `command` jobs, a dedicated thread for training jobs) and reports through a channel.
+//! While it runs, the loop renews the lease every heartbeat, writes metrics and
+//! checkpoints fenced by `(job, attempt)`, stops the job when it is cancelled or the
+//! attempt is superseded, and on SIGINT/SIGTERM asks the job to stop and gives its lease
+//! back so that another worker can take it at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::store::{
+    ClaimedJob, Failure, Finish, JobState, Lease, MetricPoint, Store, StoreError, WorkerInfo, Write,
+};
+use crate::sweep::{Spec, StageKind};
+use crate::train::TrainJob;
+
+pub mod command;
+pub mod device;
+mod execution;
+mod training;
+
+pub use device::{Device, DeviceRequest};
+use execution::{Execution, JobEvent, Outcome};
+
+pub type WorkerResult<T> = Result<T, WorkerError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the store failed {count} times in a row; giving up")]
+    StoreUnavailable {
+        count: u32,
+        #[source]
+        last: StoreError,
+    },
+}
+
+/// How a worker behaves; the CLI's flags.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub name: String,
+    pub device: DeviceRequest,
+    /// Stop after this many jobs.
+    pub max_jobs: Option<u64>,
+    /// Stop once no job is queued or running anywhere in the store.
+    pub exit_when_idle: bool,
+    /// How long a claim or heartbeat holds a job. Long enough to ride out a slow
+    /// database; short enough that a dead worker's job is soon picked up again.
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// Pause between claims when the queue is empty.
+    pub poll: Duration,
+    /// How long a job has to stop on shutdown before its lease is given back anyway.
+    pub shutdown_grace: Duration,
+    /// First retry delay of a retryable failure; doubles with each attempt.
+    pub retry_backoff: Duration,
+    pub artifacts: PathBuf,
+    pub cache_dir: PathBuf,
+    /// Overrides the sweep's data root.
+    pub data_root: Option<PathBuf>,
+}
+
+impl WorkerConfig {
+    pub fn new(name: impl Into<String>, device: DeviceRequest) -> WorkerConfig {
+        let artifacts = PathBuf::from("artifacts");
+        WorkerConfig {
+            name: name.into(),
+            device,
+            max_jobs: None,
+            exit_when_idle: false,
+            lease: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(10),
+            poll: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(10),
+            cache_dir: artifacts.join("cache"),
+            artifacts,
+            data_root: None,
+        }
+    }
+
+    /// The delay before attempt `attempt + 1` after a retryable failure.
+    pub fn backoff(&self, attempt: i32) -> Duration {
+        let doublings = u32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(0)
+            .min(16);
+        (self.retry_backoff * 2u32.pow(doublings)).min(Duration::from_secs(600))
+    }
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub requeued: u64,
+    pub cancelled: u64,
+    /// Attempts another worker took over (lease lost): nothing was written for them.
+    pub lost: u64,
+    /// Jobs given back at shutdown.
+    pub released: u64,
+}
+
+impl WorkerSummary {
+    fn jobs(&self) -> u64 {
+        self.succeeded + self.failed + self.requeued + self.cancelled + self.lost + self.released
+    }
+}
+
+/// How the worker's part in one attempt ended.
+enum End {
+    Finished(JobState),
+    Lost,
+    Released,
+}
+
+/// Why the worker asked a job to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Cancel,
+    Shutdown,
+    Lost,
+}
+
+/// Consecutive store failures the loop rides out before giving up.
+const STORE_FAILURES_TOLERATED: u32 = 30;
+
+/// Registers a worker and runs jobs until `shutdown` is cancelled, `max_jobs` is
+/// reached, or (with `exit_when_idle`) the store has nothing left to do.
+pub async fn run(
+    store: Store,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> WorkerResult<WorkerSummary> {
+    let info = WorkerInfo {
+        id: Uuid::now_v7().to_string(),
+        name: config.name.clone(),
+        host: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+    };
+    let device = match config.device {
+        DeviceRequest::Fixed(device) => {
+            store.register_worker(&info, &device.to_string()).await?;
+            device
+        }
+        DeviceRequest::Auto => {
+            let gpus: Vec<String> = Device::gpus().iter().map(Device::to_string).collect();
+            let live_within = (config.lease * 2).max(Duration::from_secs(30));
+            let chosen = store
+                .register_worker_auto(&info, &gpus, live_within)
+                .await?;
+            // The store only hands back a candidate or "cpu", both valid.
+            chosen.parse().unwrap_or(Device::Cpu)
+        }
+    };
+    let worker = Worker {
+        store,
+        config,
+        info,
+        device,
+    };
+    tracing::info!(worker = %worker.info.name, id = %worker.info.id, %device, "worker started");
+    let summary = worker.run_loop(&shutdown).await;
+    if let Err(error) = worker.store.stop_worker(&worker.info.id).await {
+        tracing::warn!(%error, "cannot mark the worker stopped");
+    }
+    let summary = summary?;
+    tracing::info!(worker = %worker.info.name, ?summary, "worker stopped");
+    Ok(summary)
+}
+
+struct Worker {
+    store: Store,
+    config: WorkerConfig,
+    info: WorkerInfo,
+    device: Device,
+}
+
+impl Worker {
+    async fn run_loop(&self, shutdown: &CancellationToken) -> WorkerResult<WorkerSummary> {
+        let mut summary = WorkerSummary::default();
+        let mut failures = 0u32;
+        let mut next_reap = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(summary);
+            }
+            if self
+                .config
+                .max_jobs
+                .is_some_and(|max| summary.jobs() >= max)
+            {
+                return Ok(summary);
+            }
+            match self.step(&mut summary, &mut next_reap, shutdown).await {
+                Ok(true) => failures = 0,
+                Ok(false) => return Ok(summary),
+                Err(error) => {
+                    failures += 1;
+                    if failures >= STORE_FAILURES_TOLERATED {
+                        return Err(WorkerError::StoreUnavailable {
+                            count: failures,
+                            last: error,
+                        });
+                    }
+                    tracing::warn!(error = %format!("{:#}", anyhow_like(&error)), "store error; trying again");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(summary),
+                        () = tokio::time::sleep(self.config.poll) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reaps, claims and runs one job, or waits for one; false when the worker is done.
+    async fn step(
+        &self,
+        summary: &mut WorkerSummary,
+        next_reap: &mut Instant,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, StoreError> {
+        if Instant::now() >= *next_reap {
+            self.store.reap().await?;
+            *next_reap = Instant::now() + self.config.heartbeat;
+        }
+        let Some(job) = self.store.claim(&self.info.id, self.config.lease).await? else {
+            if self.config.exit_when_idle && self.store.active_jobs().await? == 0 {
+                return Ok(false);
+            }
+            self.store.touch_worker(&self.info.id).await?;
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(self.config.poll) => {}
+            }
+            return Ok(true);
+        };
+        let span = tracing::info_span!("job", job = %job.id, attempt = job.attempt);
+        let end = self.run_job(&job, shutdown).instrument(span).await?;
+        match end {
+            End::Finished(JobState::Succeeded) => summary.succeeded += 1,
+            End::Finished(JobState::Failed) => summary.failed += 1,
+            End::Finished(JobState::Cancelled) => summary.cancelled += 1,
+            End::Finished(_) => summary.requeued += 1,
+            End::Lost => summary.lost += 1,
+            End::Released => summary.released += 1,
+        }
+        Ok(true)
+    }
+
+    async fn run_job(
+        &self,
+        job: &ClaimedJob,
+        shutdown: &CancellationToken,
+    ) -> Result<End, StoreError> {
+        tracing::info!(sweep = %job.sweep, stage = %job.stage, key = %job.key, "claimed");
+        let execution = match self.start(job).await {
+            Ok(execution) => execution,
+            Err(Started::Failed(failure)) => {
+                tracing::warn!(kind = %failure.kind, message = %failure.message, "cannot start the job");
+                return self.finish(job, Finish::Failed(failure)).await;
+            }
+            Err(Started::Store(error)) => {
+                // Give the job back rather than hold it while the store is away.
+                let _ = self.store.release(job.id, job.attempt).await;
+                return Err(error);
+            }
+        };
+        self.supervise(job, execution, shutdown).await
+    }
+
+    /// Drives a running job: events, heartbeats, cancellation and shutdown.
+    async fn supervise(
+        &self,
+        job: &ClaimedJob,
+        mut execution: Execution,
+        shutdown: &CancellationToken,
+    ) -> Result<End, StoreError> {
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+        heartbeat.tick().await; // the first tick is immediate; the claim just renewed
+        let mut metrics: Vec<MetricPoint> = Vec::new();
+        let mut step: Option<i64> = None;
+        let mut stop: Option<StopReason> = None;
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut deadline = far;
+        let outcome = loop {
+            tokio::select! {
+                done = &mut execution.done => {
+                    break done.unwrap_or_else(|_| Outcome::Failed(Failure {
+                        kind: "crash".into(),
+                        message: "the job's runner ended without an outcome (a panic)".into(),
+                        retryable: false,
+                    }));
+                }
+                Some(event) = execution.events.recv() => match event {
+                    JobEvent::Metric(point) => {
+                        metrics.push(point);
+                        if metrics.len() >= 256 && stop.is_none() {
+                            self.flush(job, &mut metrics, &mut stop, &execution).await;
+                        }
+                    }
+                    JobEvent::Progress { step: now } => step = Some(now),
+                    JobEvent::Checkpoint(path) => {
+                        if stop != Some(StopReason::Lost) {
+                            let path = path.to_string_lossy();
+                            match self.store.set_checkpoint(job.id, job.attempt, &path).await {
+                                Ok(Write::Applied) => tracing::info!(checkpoint = %path, "checkpoint"),
+                                Ok(Write::Superseded) => lose(&mut stop, &execution),
+                                Err(error) => tracing::warn!(%error, "cannot record a checkpoint"),
+                            }
+                        }
+                    }
+                },
+                _ = heartbeat.tick(), if stop != Some(StopReason::Lost) => {
+                    self.flush(job, &mut metrics, &mut stop, &execution).await;
+                    match self.store.heartbeat(job.id, job.attempt, self.config.lease, step).await {
+                        Ok(Lease::Held { cancel: true }) if stop.is_none() => {
+                            tracing::info!("cancel requested; stopping the job");
+                            stop = Some(StopReason::Cancel);
+                            execution.stopper.stop();
+                        }
+                        Ok(Lease::Held { .. }) => {}
+                        Ok(Lease::Lost) => lose(&mut stop, &execution),
+                        Err(error) => tracing::warn!(%error, "cannot renew the lease"),
+                    }
+                    if let Err(error) = self.store.touch_worker(&self.info.id).await {
+                        tracing::debug!(%error, "cannot mark the worker alive");
+                    }
+                }
+                () = shutdown.cancelled(), if stop.is_none() => {
+                    tracing::info!(grace = ?self.config.shutdown_grace, "shutting down; stopping the job");
+                    stop = Some(StopReason::Shutdown);
+                    deadline = Instant::now() + self.config.shutdown_grace + Duration::from_secs(1);
+                    execution.stopper.stop();
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!("the job did not stop in time; giving its lease back");
+                    break Outcome::Stopped;
+                }
+            }
+        };
+        while let Ok(event) = execution.events.try_recv() {
+            if let JobEvent::Metric(point) = event {
+                metrics.push(point);
+            }
+        }
+        if stop != Some(StopReason::Lost) {
+            self.flush(job, &mut metrics, &mut stop, &execution).await;
+        }
+        let finish = match (outcome, stop) {
+            (_, Some(StopReason::Lost)) => {
+                tracing::warn!("the attempt was superseded; nothing more is written for it");
+                return Ok(End::Lost);
+            }
+            (Outcome::Succeeded(result), _) => Finish::Succeeded(result),
+            (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Cancel)) => Finish::Cancelled,
+            (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Shutdown)) => {
+                return match self.store.release(job.id, job.attempt).await? {
+                    Write::Applied => {
+                        tracing::info!("job given back to the queue");
+                        Ok(End::Released)
+                    }
+                    Write::Superseded => Ok(End::Lost),
+                };
+            }
+            (Outcome::Failed(failure), None) => Finish::Failed(failure),
+            (Outcome::Stopped, None) => Finish::Failed(Failure {
+                kind: "stopped".into(),
+                message: "the job stopped without being asked to".into(),
+                retryable: true,
+            }),
+        };
+        self.finish(job, finish).await
+    }
+
+    async fn flush(
+        &self,
+        job: &ClaimedJob,
+        metrics: &mut Vec<MetricPoint>,
+        stop: &mut Option<StopReason>,
+        execution: &Execution,
+    ) {
+        if metrics.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .record_metrics(job.id, job.attempt, metrics)
+            .await
+        {
+            Ok(Write::Applied) => metrics.clear(),
+            Ok(Write::Superseded) => {
+                metrics.clear();
+                lose(stop, execution);
+            }
+            // Kept for the next flush.
+            Err(error) => tracing::warn!(%error, "cannot record metrics"),
+        }
+    }
+
+    async fn finish(&self, job: &ClaimedJob, finish: Finish) -> Result<End, StoreError> {
+        let backoff = self.config.backoff(job.attempt);
+        match self
+            .store
+            .finish(job.id, job.attempt, &finish, backoff)
+            .await?
+        {
+            Some(state) => {
+                match (&finish, state) {
+                    (Finish::Failed(failure), JobState::Queued) => tracing::warn!(
+                        kind = %failure.kind, message = %failure.message, ?backoff, "failed; will retry"
+                    ),
+                    (Finish::Failed(failure), _) => {
+                        tracing::error!(kind = %failure.kind, message = %failure.message, "failed")
+                    }
+                    _ => tracing::info!(%state, "finished"),
+                }
+                Ok(End::Finished(state))
+            }
+            None => {
+                tracing::warn!("the attempt was superseded; its end was not recorded");
+                Ok(End::Lost)
+            }
+        }
+    }
+
+    /// Starts the job on its runner.
+    async fn start(&self, job: &ClaimedJob) -> Result<Execution, Started> {
+        let spec = self
+            .store
+            .spec(&job.sweep)
+            .await
+            .map_err(Started::Store)?
+            .ok_or_else(|| fatal("no spec", format!("sweep {:?} is not stored", job.sweep)))?;
+        let stage = spec
+            .stages
+            .iter()
+            .find(|s| s.name == job.stage)
+            .ok_or_else(|| {
+                fatal(
+                    "no stage",
+                    format!("sweep {:?} has no stage {:?}", job.sweep, job.stage),
+                )
+            })?;
+        let job_dir = self
+            .config
+            .artifacts
+            .join(&job.sweep)
+            .join(job.id.to_string());
+        std::fs::create_dir_all(&job_dir).map_err(|error| Failure {
+            kind: "io".into(),
+            message: format!("cannot create {}: {error}", job_dir.display()),
+            retryable: true,
+        })?;
+        match job.kind {
+            StageKind::Command => {
+                let argv = stage.command.as_deref().ok_or_else(|| {
+                    fatal(
+                        "bad command",
+                        format!("stage {:?} has no command", stage.name),
+                    )
+                })?;
+                let data_root = self.config.data_root.as_ref().unwrap_or(&spec.data_root);
+                Ok(command::start(command::CommandJob {
+                    job,
+                    argv,
+                    device: self.device,
+                    job_dir: &absolute(&job_dir),
+                    data_root: &absolute(data_root),
+                    grace: self.config.shutdown_grace,
+                })?)
+            }
+            StageKind::Pretext | StageKind::Linear | StageKind::Finetune => {
+                let train_job = self
+                    .train_job(job, &spec, stage.dataset.as_deref(), job_dir)
+                    .await?;
+                Ok(training::start(train_job)?)
+            }
+        }
+    }
+
+    async fn train_job(
+        &self,
+        job: &ClaimedJob,
+        spec: &Spec,
+        dataset: Option<&str>,
+        job_dir: PathBuf,
+    ) -> Result<TrainJob, Started> {
+        let dataset_name = dataset.ok_or_else(|| {
+            fatal(
+                "no dataset",
+                format!("stage {:?} names no dataset", job.stage),
+            )
+        })?;
+        let dataset = spec.datasets.get(dataset_name).cloned().ok_or_else(|| {
+            fatal(
+                "no dataset",
+                format!("sweep {:?} has no dataset {dataset_name:?}", job.sweep),
+            )
+        })?;
+        let init_checkpoint = match job.parent_job_id {
+            Some(parent) => {
+                let parent_row = self.store.job(parent).await.map_err(Started::Store)?;
+                let checkpoint = parent_row.and_then(|row| row.checkpoint).ok_or_else(|| {
+                    fatal(
+                        "no checkpoint",
+                        format!("the parent job {parent} left no checkpoint"),
+                    )
+                })?;
+                Some(PathBuf::from(checkpoint))
+            }
+            None => None,
+        };
+        let data_root = self
+            .config
+            .data_root
+            .clone()
+            .unwrap_or_else(|| spec.data_root.clone());
+        Ok(TrainJob {
+            job_id: job.id,
+            attempt: job.attempt,
+            kind: job.kind,
+            params: job.params.clone(),
+            dataset,
+            data_root: absolute(&data_root),
+            job_dir: absolute(&job_dir),
+            init_checkpoint,
+            cache_dir: absolute(&self.config.cache_dir),
+            device: self.device.to_tch(),
+        })
+    }
+}
+
+/// Why a job could not start.
+enum Started {
+    Failed(Failure),
+    Store(StoreError),
+}
+
+impl From<Failure> for Started {
+    fn from(failure: Failure) -> Started {
+        Started::Failed(failure)
+    }
+}
+
+fn fatal(kind: &str, message: String) -> Started {
+    Started::Failed(Failure {
+        kind: kind.into(),
+        message,
+        retryable: false,
+    })
+}
+
+fn lose(stop: &mut Option<StopReason>, execution: &Execution) {
+    if *stop != Some(StopReason::Lost) {
+        tracing::warn!("the lease was lost to another attempt; stopping the job");
+        *stop = Some(StopReason::Lost);
+        execution.stopper.stop();
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Formats an error with its sources, like anyhow's `{:#}`.
+fn anyhow_like(error: &StoreError) -> impl std::fmt::Display + '_ {
+    struct Chain<'a>(&'a StoreError);
+    impl std::fmt::Display for Chain<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut source = std::error::Error::source(self.0);
+            while let Some(error) = source {
+                write!(f, ": {error}")?;
+                source = error.source();
+            }
+            Ok(())
+        }
+    }
+    Chain(error)
+}

@@ -1,0 +1,74 @@
+//! Errors of the store. A message names what the user asked for (the URL, the job, the
+//! sweep); the database's own error is kept as the source.
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    BadUrl { url: String },
+    #[error("cannot open the store at {url}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot bring the schema of {url} up to date")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// The database was migrated by a newer sweeper: this binary must not write to it.
+    #[error(
+        "the store's schema is at version {found}, newer than this sweeper binary knows \
+         (version {known}); upgrade sweeper before using this store"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("no sweep named {name:?} in the store")]
+    UnknownSweep { name: String },
+    #[error("no job with id {id} in the store")]
+    UnknownJob { id: uuid::Uuid },
+    #[error("the stored spec of sweep {sweep:?} cannot be read")]
+    BadSpec {
+        sweep: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `sweeper query` got SQL the database refused: the user's input, not a fault.
+    #[error("the query failed")]
+    Query {
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{context}")]
+    Database {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    /// True when the error comes from what the user typed (an id, a name, a URL, SQL).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            StoreError::BadUrl { .. }
+                | StoreError::UnknownSweep { .. }
+                | StoreError::UnknownJob { .. }
+                | StoreError::Query { .. }
+        )
+    }
+}
+
+/// Attaches what the store was doing to a database error.
+pub(crate) trait Context<T> {
+    fn context(self, context: &'static str) -> StoreResult<T>;
+}
+
+impl<T> Context<T> for Result<T, sqlx::Error> {
+    fn context(self, context: &'static str) -> StoreResult<T> {
+        self.map_err(|source| StoreError::Database { context, source })
+    }
+}

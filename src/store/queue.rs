@@ -1,0 +1,950 @@
+//! The queue's writes: submit, claim, heartbeat, fenced writes, finish, release, the
+//! reaper, cancel, retry, worker registration and stage promotion.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::Row as _;
+use uuid::Uuid;
+
+use super::error::Context as _;
+use super::{
+    on_conn, parse_kind, Backend, CancelSummary, ClaimedJob, Conn, Failure, Finish, Id, JobFilter,
+    JobState, Lease, MetricPoint, Store, StoreError, StoreResult, SubmitSummary, WorkerInfo, Write,
+};
+use crate::sweep::select::{self, Candidate, CandidateState, Decision};
+use crate::sweep::{expand, JobSpec, Params, Spec};
+
+impl Store {
+    /// Stores the sweep (its text, hash and checked spec) and adds the jobs whose key
+    /// is new; jobs already stored are kept as they are.
+    pub async fn submit(
+        &self,
+        spec: &Spec,
+        text: &str,
+        hash: &str,
+        jobs: &[JobSpec],
+    ) -> StoreResult<SubmitSummary> {
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        conn.upsert_sweep(spec, text, hash).await?;
+        let mut summary = SubmitSummary::default();
+        for job in jobs {
+            if conn.insert_job(&spec.name, job, None).await? {
+                summary.added += 1;
+            } else {
+                summary.kept += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    /// Records a job run elsewhere as succeeded with `result` (for `import`), so that
+    /// submit never runs it. A stored job of the same key that is queued, failed or
+    /// cancelled becomes succeeded; a running or succeeded one is left alone (false).
+    pub async fn insert_succeeded(
+        &self,
+        sweep: &str,
+        job: &JobSpec,
+        result: Value,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        if conn.sweep_spec(sweep).await?.is_none() {
+            return Err(StoreError::UnknownSweep {
+                name: sweep.to_owned(),
+            });
+        }
+        let written = on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "INSERT INTO jobs (id, sweep, stage, kind, key, params, priority, max_attempts, \
+                                   state, result, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'succeeded', $9, {now}) \
+                 ON CONFLICT (sweep, key) DO UPDATE SET state = 'succeeded', \
+                     result = excluded.result, finished_at = excluded.finished_at, \
+                     error_kind = NULL, error_message = NULL, updated_at = {now} \
+                 WHERE jobs.state IN ('queued', 'failed', 'cancelled') \
+                 RETURNING id",
+                now = b.now()
+            );
+            sqlx::query(&sql)
+                .bind(Id(Uuid::now_v7()))
+                .bind(sweep)
+                .bind(&job.stage)
+                .bind(job.kind.as_str())
+                .bind(&job.key)
+                .bind(Json(&job.params))
+                .bind(job.priority)
+                .bind(job.max_attempts)
+                .bind(Json(&result))
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot record an imported job")?
+                .is_some()
+        });
+        if written {
+            conn.promote(sweep, &job.stage, &job.params).await?;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Claims the next queued job for `worker`, holding it for `lease`.
+    pub async fn claim(&self, worker: &str, lease: Duration) -> StoreResult<Option<ClaimedJob>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, b| {
+            let set = format!(
+                "state = 'running', attempt = attempt + 1, worker = $1, \
+                 lease_expires_at = {lease}, heartbeat_at = {now}, started_at = {now}, \
+                 finished_at = NULL, progress_step = NULL, updated_at = {now}",
+                lease = b.now_plus("$2"),
+                now = b.now()
+            );
+            let returning = match b {
+                Backend::Sqlite => "id, sweep, stage, kind, key, params, attempt, parent_job_id",
+                Backend::Postgres => {
+                    "jobs.id, jobs.sweep, jobs.stage, jobs.kind, jobs.key, jobs.params, \
+                     jobs.attempt, jobs.parent_job_id"
+                }
+            };
+            let sql = match b {
+                // One autocommit statement: SQLite takes the write lock when it starts, so
+                // no other claim can read the same row in between.
+                Backend::Sqlite => format!(
+                    "UPDATE jobs SET {set} \
+                     WHERE state = 'queued' AND id = (SELECT id FROM jobs \
+                         WHERE state = 'queued' AND run_after <= {now} \
+                         ORDER BY priority DESC, id LIMIT 1) \
+                     RETURNING {returning}",
+                    now = b.now()
+                ),
+                // The CTE keeps the LIMIT honest; SKIP LOCKED lets claims run side by side.
+                Backend::Postgres => format!(
+                    "WITH next AS (SELECT id FROM jobs \
+                         WHERE state = 'queued' AND run_after <= now() \
+                         ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                     UPDATE jobs SET {set} FROM next WHERE jobs.id = next.id \
+                     RETURNING {returning}"
+                ),
+            };
+            let row = sqlx::query(&sql)
+                .bind(worker)
+                .bind(lease.as_secs_f64())
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot claim a job")?;
+            let Some(row) = row else { return Ok(None) };
+            let decode = || -> Result<ClaimedJob, sqlx::Error> {
+                Ok(ClaimedJob {
+                    id: row.try_get::<Id, _>("id")?.0,
+                    sweep: row.try_get("sweep")?,
+                    stage: row.try_get("stage")?,
+                    kind: parse_kind(row.try_get("kind")?),
+                    key: row.try_get("key")?,
+                    params: row.try_get::<Json<Params>, _>("params")?.0,
+                    attempt: row.try_get("attempt")?,
+                    parent_job_id: row
+                        .try_get::<Option<Id>, _>("parent_job_id")?
+                        .map(|id| id.0),
+                })
+            };
+            Ok(Some(decode().context("cannot read a claimed job")?))
+        })
+    }
+
+    /// Renews the lease of `(job, attempt)` for `lease` and records its progress.
+    pub async fn heartbeat(
+        &self,
+        job: Uuid,
+        attempt: i32,
+        lease: Duration,
+        step: Option<i64>,
+    ) -> StoreResult<Lease> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "UPDATE jobs SET heartbeat_at = {now}, lease_expires_at = {lease}, \
+                     progress_step = COALESCE($4, progress_step), updated_at = {now} \
+                 WHERE id = $1 AND attempt = $2 AND state = 'running' \
+                 RETURNING cancel_requested",
+                now = b.now(),
+                lease = b.now_plus("$3"),
+            );
+            let cancel: Option<bool> = sqlx::query_scalar(&sql)
+                .bind(Id(job))
+                .bind(attempt)
+                .bind(lease.as_secs_f64())
+                .bind(step)
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot renew a lease")?;
+            Ok(match cancel {
+                Some(cancel) => Lease::Held { cancel },
+                None => Lease::Lost,
+            })
+        })
+    }
+
+    /// Stores metric values of `(job, attempt)`, all or none.
+    pub async fn record_metrics(
+        &self,
+        job: Uuid,
+        attempt: i32,
+        points: &[MetricPoint],
+    ) -> StoreResult<Write> {
+        if points.is_empty() {
+            return Ok(Write::Applied);
+        }
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        if !conn.holds(job, attempt).await? {
+            return Ok(Write::Superseded);
+        }
+        on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "INSERT INTO metrics (job_id, attempt, step, name, value, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, {now})",
+                now = b.now()
+            );
+            for point in points {
+                sqlx::query(&sql)
+                    .bind(Id(job))
+                    .bind(attempt)
+                    .bind(point.step)
+                    .bind(&point.name)
+                    .bind(point.value)
+                    .execute(&mut *c)
+                    .await
+                    .context("cannot record a metric")?;
+            }
+        });
+        tx.commit().await?;
+        Ok(Write::Applied)
+    }
+
+    /// Records the newest checkpoint of `(job, attempt)`.
+    pub async fn set_checkpoint(&self, job: Uuid, attempt: i32, path: &str) -> StoreResult<Write> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "UPDATE jobs SET checkpoint = $3, updated_at = {now} \
+                 WHERE id = $1 AND attempt = $2 AND state = 'running'",
+                now = b.now()
+            );
+            let done = sqlx::query(&sql)
+                .bind(Id(job))
+                .bind(attempt)
+                .bind(path)
+                .execute(&mut *c)
+                .await
+                .context("cannot record a checkpoint")?;
+            Ok(applied(done.rows_affected()))
+        })
+    }
+
+    /// Ends `(job, attempt)`: succeeded, failed (back to the queue after `backoff` when
+    /// retryable and attempts remain) or cancelled. A job whose cancel was requested
+    /// ends cancelled whatever the attempt reports, unless it succeeded. Promotes the
+    /// stage's winners in the same transaction. `None` when the attempt was superseded.
+    pub async fn finish(
+        &self,
+        job: Uuid,
+        attempt: i32,
+        finish: &Finish,
+        backoff: Duration,
+    ) -> StoreResult<Option<JobState>> {
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        let ended = on_conn!(&mut conn, |c, b| {
+            let now = b.now();
+            let fence = "WHERE id = $1 AND attempt = $2 AND state = 'running' \
+                         RETURNING sweep, stage, params, state";
+            let sql = match finish {
+                Finish::Succeeded(_) => format!(
+                    "UPDATE jobs SET state = 'succeeded', result = $3, error_kind = NULL, \
+                         error_message = NULL, lease_expires_at = NULL, finished_at = {now}, \
+                         updated_at = {now} {fence}"
+                ),
+                Finish::Failed(_) => format!(
+                    "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' \
+                             WHEN $5 AND attempt - free_attempts < max_attempts THEN 'queued' \
+                             ELSE 'failed' END, \
+                         error_kind = $3, error_message = $4, run_after = {later}, \
+                         lease_expires_at = NULL, finished_at = {now}, updated_at = {now} \
+                     {fence}",
+                    later = b.now_plus("$6")
+                ),
+                Finish::Cancelled => format!(
+                    "UPDATE jobs SET state = 'cancelled', error_kind = 'cancelled', \
+                         error_message = 'cancelled on request', lease_expires_at = NULL, \
+                         finished_at = {now}, updated_at = {now} {fence}"
+                ),
+            };
+            let query = sqlx::query(&sql).bind(Id(job)).bind(attempt);
+            let query = match finish {
+                Finish::Succeeded(result) => query.bind(Json(result)),
+                Finish::Failed(Failure {
+                    kind,
+                    message,
+                    retryable,
+                }) => query
+                    .bind(kind)
+                    .bind(message)
+                    .bind(*retryable)
+                    .bind(backoff.as_secs_f64()),
+                Finish::Cancelled => query,
+            };
+            let row = query
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot finish a job")?;
+            row.map(|row| decode_ended(&row))
+                .transpose()
+                .context("cannot read a finished job")?
+        });
+        let Some(ended) = ended else { return Ok(None) };
+        if ended.state.is_terminal() {
+            conn.promote(&ended.sweep, &ended.stage, &ended.params)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(ended.state))
+    }
+
+    /// Gives `(job, attempt)` back to the queue at once (a worker shutting down); the
+    /// attempt does not count against `max_attempts`.
+    pub async fn release(&self, job: Uuid, attempt: i32) -> StoreResult<Write> {
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        let ended = on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' \
+                         ELSE 'queued' END, \
+                     free_attempts = free_attempts + 1, worker = NULL, lease_expires_at = NULL, \
+                     run_after = {now}, updated_at = {now} \
+                 WHERE id = $1 AND attempt = $2 AND state = 'running' \
+                 RETURNING sweep, stage, params, state",
+                now = b.now()
+            );
+            let row = sqlx::query(&sql)
+                .bind(Id(job))
+                .bind(attempt)
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot release a job")?;
+            row.map(|row| decode_ended(&row))
+                .transpose()
+                .context("cannot read a released job")?
+        });
+        let Some(ended) = ended else {
+            return Ok(Write::Superseded);
+        };
+        if ended.state.is_terminal() {
+            conn.promote(&ended.sweep, &ended.stage, &ended.params)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Write::Applied)
+    }
+
+    /// Requeues running jobs whose lease expired while attempts remain, fails the
+    /// others ("lease expired"), cancels those whose cancel was requested. Returns the
+    /// jobs changed and their new state.
+    pub async fn reap(&self) -> StoreResult<Vec<(Uuid, JobState)>> {
+        // A cheap read first: most calls find nothing, and on SQLite a write
+        // transaction would take the database's only write lock for nothing.
+        {
+            let mut pooled = self.acquire().await?;
+            let mut conn = pooled.conn();
+            let expired: bool = on_conn!(&mut conn, |c, b| {
+                let sql = format!(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'running' \
+                         AND lease_expires_at < {now})",
+                    now = b.now()
+                );
+                sqlx::query_scalar(&sql)
+                    .fetch_one(&mut *c)
+                    .await
+                    .context("cannot look for expired leases")?
+            });
+            if !expired {
+                return Ok(Vec::new());
+            }
+        }
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        let reaped = on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "UPDATE jobs SET \
+                     state = CASE WHEN cancel_requested THEN 'cancelled' \
+                         WHEN attempt - free_attempts < max_attempts THEN 'queued' \
+                         ELSE 'failed' END, \
+                     error_kind = CASE WHEN cancel_requested THEN 'cancelled' \
+                         ELSE 'lease expired' END, \
+                     error_message = 'the lease of attempt ' || attempt || ' held by worker ' \
+                         || COALESCE(worker, '?') || ' expired', \
+                     lease_expires_at = NULL, finished_at = {now}, updated_at = {now} \
+                 WHERE state = 'running' AND lease_expires_at < {now} \
+                 RETURNING id, sweep, stage, params, state",
+                now = b.now()
+            );
+            let rows = sqlx::query(&sql)
+                .fetch_all(&mut *c)
+                .await
+                .context("cannot requeue jobs with expired leases")?;
+            rows.iter()
+                .map(|row| Ok((row.try_get::<Id, _>("id")?.0, decode_ended(row)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .context("cannot read reaped jobs")?
+        });
+        for (_, ended) in &reaped {
+            if ended.state.is_terminal() {
+                conn.promote(&ended.sweep, &ended.stage, &ended.params)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        for (id, ended) in &reaped {
+            tracing::warn!(job = %id, state = %ended.state, "lease expired");
+        }
+        Ok(reaped
+            .into_iter()
+            .map(|(id, ended)| (id, ended.state))
+            .collect())
+    }
+
+    /// Cancels queued jobs at once and asks the workers of running ones to stop them.
+    pub async fn cancel(&self, filter: &JobFilter) -> StoreResult<CancelSummary> {
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        conn.check_ids(&filter.ids).await?;
+        let mut summary = CancelSummary::default();
+        let mut ended = Vec::new();
+        for id in filter_ids(filter) {
+            on_conn!(&mut conn, |c, b| {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'cancelled', error_kind = 'cancelled', \
+                         error_message = 'cancelled on request', finished_at = {now}, \
+                         updated_at = {now} \
+                     WHERE state = 'queued' AND {filter} \
+                     RETURNING sweep, stage, params, state",
+                    now = b.now(),
+                    filter = FILTER_SQL
+                );
+                let rows = bind_filter(sqlx::query(&sql), id, filter)
+                    .fetch_all(&mut *c)
+                    .await
+                    .context("cannot cancel jobs")?;
+                for row in &rows {
+                    ended.push(decode_ended(row).context("cannot read a cancelled job")?);
+                }
+                summary.cancelled += rows.len() as u64;
+                let sql = format!(
+                    "UPDATE jobs SET cancel_requested = TRUE, updated_at = {now} \
+                     WHERE state = 'running' AND NOT cancel_requested AND {filter}",
+                    now = b.now(),
+                    filter = FILTER_SQL
+                );
+                let done = bind_filter(sqlx::query(&sql), id, filter)
+                    .execute(&mut *c)
+                    .await
+                    .context("cannot cancel running jobs")?;
+                summary.stopping += done.rows_affected();
+            });
+        }
+        for job in &ended {
+            conn.promote(&job.sweep, &job.stage, &job.params).await?;
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    /// Puts failed and cancelled jobs back in the queue with a fresh set of attempts.
+    /// A filter on another state matches nothing.
+    pub async fn retry(&self, filter: &JobFilter) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        conn.check_ids(&filter.ids).await?;
+        let mut retried = 0;
+        for id in filter_ids(filter) {
+            retried += on_conn!(&mut conn, |c, b| {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'queued', free_attempts = attempt, \
+                         cancel_requested = FALSE, run_after = {now}, worker = NULL, \
+                         lease_expires_at = NULL, finished_at = NULL, error_kind = NULL, \
+                         error_message = NULL, updated_at = {now} \
+                     WHERE state IN ('failed', 'cancelled') AND {filter}",
+                    now = b.now(),
+                    filter = FILTER_SQL
+                );
+                bind_filter(sqlx::query(&sql), id, filter)
+                    .execute(&mut *c)
+                    .await
+                    .context("cannot retry jobs")?
+                    .rows_affected()
+            });
+        }
+        tx.commit().await?;
+        Ok(retried)
+    }
+
+    /// Registers a worker on `device`.
+    pub async fn register_worker(&self, info: &WorkerInfo, device: &str) -> StoreResult<()> {
+        let mut pooled = self.acquire().await?;
+        pooled.conn().insert_worker(info, device).await
+    }
+
+    /// Registers a worker on the first of `candidates` that no live worker of its host
+    /// holds (seen within `live_within`), else on `"cpu"`; returns the device.
+    pub async fn register_worker_auto(
+        &self,
+        info: &WorkerInfo,
+        candidates: &[String],
+        live_within: Duration,
+    ) -> StoreResult<String> {
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        let held: Vec<String> = on_conn!(&mut conn, |c, b| {
+            if b == Backend::Postgres {
+                // Two workers starting together on one host must not pick the same GPU.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(format!("sweeper devices {}", info.host))
+                    .execute(&mut *c)
+                    .await
+                    .context("cannot lock the host's devices")?;
+            }
+            let sql = format!(
+                "SELECT device FROM workers WHERE host = $1 AND stopped_at IS NULL \
+                     AND {since} < $2",
+                since = b.seconds_since("last_seen_at")
+            );
+            sqlx::query_scalar(&sql)
+                .bind(&info.host)
+                .bind(live_within.as_secs_f64())
+                .fetch_all(&mut *c)
+                .await
+                .context("cannot read the devices in use")?
+        });
+        let device = candidates
+            .iter()
+            .find(|candidate| !held.contains(candidate))
+            .cloned()
+            .unwrap_or_else(|| "cpu".to_owned());
+        conn.insert_worker(info, &device).await?;
+        tx.commit().await?;
+        Ok(device)
+    }
+
+    /// Marks the worker alive now.
+    pub async fn touch_worker(&self, id: &str) -> StoreResult<()> {
+        self.set_worker_time(id, "last_seen_at").await
+    }
+
+    /// Marks the worker stopped.
+    pub async fn stop_worker(&self, id: &str) -> StoreResult<()> {
+        self.set_worker_time(id, "stopped_at").await
+    }
+
+    async fn set_worker_time(&self, id: &str, column: &str) -> StoreResult<()> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "UPDATE workers SET {column} = {now} WHERE id = $1",
+                now = b.now()
+            );
+            sqlx::query(&sql)
+                .bind(id)
+                .execute(&mut *c)
+                .await
+                .context("cannot update the workers table")?;
+        });
+        Ok(())
+    }
+}
+
+/// Matches [`JobFilter`]: `$1` id, `$2` sweep, `$3` stage, `$4` state.
+const FILTER_SQL: &str = "($1 IS NULL OR id = $1) AND ($2 IS NULL OR sweep = $2) \
+                          AND ($3 IS NULL OR stage = $3) AND ($4 IS NULL OR state = $4)";
+
+fn bind_filter<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    id: Option<Uuid>,
+    filter: &'q JobFilter,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    Option<Id>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(id.map(Id))
+        .bind(filter.sweep.as_deref())
+        .bind(filter.stage.as_deref())
+        .bind(filter.state.map(JobState::as_str))
+}
+
+/// The ids to run a filtered statement for: each listed id, or once for all.
+fn filter_ids(filter: &JobFilter) -> Vec<Option<Uuid>> {
+    if filter.ids.is_empty() {
+        vec![None]
+    } else {
+        filter.ids.iter().copied().map(Some).collect()
+    }
+}
+
+fn applied(rows: u64) -> Write {
+    if rows == 0 {
+        Write::Superseded
+    } else {
+        Write::Applied
+    }
+}
+
+/// A job that changed state, with what stage promotion needs.
+struct Ended {
+    sweep: String,
+    stage: String,
+    params: Params,
+    state: JobState,
+}
+
+fn decode_ended<R>(row: &R) -> Result<Ended, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Json<Params>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let state: String = row.try_get("state")?;
+    Ok(Ended {
+        sweep: row.try_get("sweep")?,
+        stage: row.try_get("stage")?,
+        params: row.try_get::<Json<Params>, _>("params")?.0,
+        state: JobState::parse(&state).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "state".into(),
+            source: format!("unknown job state {state:?}").into(),
+        })?,
+    })
+}
+
+impl Conn<'_> {
+    async fn upsert_sweep(&mut self, spec: &Spec, text: &str, hash: &str) -> StoreResult<()> {
+        on_conn!(self, |c, b| {
+            let sql = format!(
+                "INSERT INTO sweeps (name, spec_text, spec_hash, spec_json) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET spec_text = excluded.spec_text, \
+                     spec_hash = excluded.spec_hash, spec_json = excluded.spec_json, \
+                     updated_at = {now}",
+                now = b.now()
+            );
+            sqlx::query(&sql)
+                .bind(&spec.name)
+                .bind(text)
+                .bind(hash)
+                .bind(Json(spec))
+                .execute(&mut *c)
+                .await
+                .context("cannot store the sweep")?;
+        });
+        Ok(())
+    }
+
+    /// Inserts a queued job unless its key is stored; true when inserted.
+    async fn insert_job(
+        &mut self,
+        sweep: &str,
+        job: &JobSpec,
+        parent: Option<Uuid>,
+    ) -> StoreResult<bool> {
+        on_conn!(self, |c, _b| {
+            let done = sqlx::query(
+                "INSERT INTO jobs (id, sweep, stage, kind, key, params, priority, max_attempts, \
+                                   parent_job_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (sweep, key) DO NOTHING",
+            )
+            .bind(Id(Uuid::now_v7()))
+            .bind(sweep)
+            .bind(&job.stage)
+            .bind(job.kind.as_str())
+            .bind(&job.key)
+            .bind(Json(&job.params))
+            .bind(job.priority)
+            .bind(job.max_attempts)
+            .bind(parent.map(Id))
+            .execute(&mut *c)
+            .await
+            .context("cannot store a job")?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// True while `(job, attempt)` is the running attempt; on Postgres the row stays
+    /// locked until the transaction ends, so the answer holds until then.
+    async fn holds(&mut self, job: Uuid, attempt: i32) -> StoreResult<bool> {
+        on_conn!(self, |c, b| {
+            let sql = format!(
+                "SELECT attempt FROM jobs WHERE id = $1 AND attempt = $2 AND state = 'running'{}",
+                b.lock_row()
+            );
+            let found: Option<i32> = sqlx::query_scalar(&sql)
+                .bind(Id(job))
+                .bind(attempt)
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot check a job's attempt")?;
+            Ok(found.is_some())
+        })
+    }
+
+    async fn check_ids(&mut self, ids: &[Uuid]) -> StoreResult<()> {
+        for &id in ids {
+            let found: i64 = on_conn!(self, |c, _b| {
+                sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1")
+                    .bind(Id(id))
+                    .fetch_one(&mut *c)
+                    .await
+                    .context("cannot look up a job")?
+            });
+            if found == 0 {
+                return Err(StoreError::UnknownJob { id });
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert_worker(&mut self, info: &WorkerInfo, device: &str) -> StoreResult<()> {
+        on_conn!(self, |c, _b| {
+            sqlx::query(
+                "INSERT INTO workers (id, name, host, pid, device) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&info.id)
+            .bind(&info.name)
+            .bind(&info.host)
+            .bind(info.pid)
+            .bind(device)
+            .execute(&mut *c)
+            .await
+            .context("cannot register the worker")?;
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn sweep_spec(&mut self, sweep: &str) -> StoreResult<Option<Spec>> {
+        let json: Option<Json<Value>> = on_conn!(self, |c, _b| {
+            sqlx::query_scalar("SELECT spec_json FROM sweeps WHERE name = $1")
+                .bind(sweep)
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot read a sweep")?
+        });
+        json.map(|Json(value)| {
+            serde_json::from_value(value).map_err(|source| StoreError::BadSpec {
+                sweep: sweep.to_owned(),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    /// Runs the selections that rank `stage` for the group of a job of that stage that
+    /// just ended: when the group is decided, records the decision once and queues the
+    /// downstream jobs of each winner.
+    async fn promote(&mut self, sweep: &str, stage: &str, params: &Params) -> StoreResult<()> {
+        let Some(spec) = self.sweep_spec(sweep).await? else {
+            return Ok(());
+        };
+        for selection in spec.selections.iter().filter(|s| s.from == stage) {
+            let group = select::group_of(selection, params);
+            let group_key = Value::Object(group.clone()).to_string();
+            self.lock_group(sweep, &selection.name, &group_key).await?;
+            if self.promoted(sweep, &selection.name, &group_key).await? {
+                continue;
+            }
+            let candidates: Vec<Candidate> = self
+                .candidates(sweep, stage)
+                .await?
+                .into_iter()
+                .filter(|c| select::group_of(selection, &c.params) == group)
+                .collect();
+            let outcome = match select::decide(selection, &candidates) {
+                Decision::Waiting { reason } => {
+                    tracing::debug!(sweep, selection = %selection.name, group = %group_key, %reason, "waiting");
+                    continue;
+                }
+                Decision::Ready(outcome) => outcome,
+            };
+            let decision =
+                serde_json::to_value(&outcome).map_err(|source| StoreError::BadSpec {
+                    sweep: sweep.to_owned(),
+                    source,
+                })?;
+            if !self
+                .insert_promotion(sweep, &selection.name, &group_key, &decision)
+                .await?
+            {
+                continue;
+            }
+            let mut queued = 0;
+            for winner in &outcome.winners {
+                for job in expand::downstream(&spec, &selection.name, winner) {
+                    queued += u64::from(self.insert_job(sweep, &job, Some(winner.job_id)).await?);
+                }
+            }
+            tracing::info!(
+                sweep,
+                selection = %selection.name,
+                group = %group_key,
+                winners = outcome.winners.len(),
+                queued,
+                "promoted"
+            );
+        }
+        Ok(())
+    }
+
+    /// Serialises promotion of one group across Postgres transactions (SQLite's write
+    /// transactions are serial already): without it two workers finishing a group's last
+    /// two jobs at once would each see the other's job unfinished.
+    async fn lock_group(
+        &mut self,
+        sweep: &str,
+        selection: &str,
+        group_key: &str,
+    ) -> StoreResult<()> {
+        if let Conn::Postgres(c) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!(
+                    "sweeper promotion\u{1f}{sweep}\u{1f}{selection}\u{1f}{group_key}"
+                ))
+                .execute(&mut **c)
+                .await
+                .context("cannot lock a selection group")?;
+        }
+        Ok(())
+    }
+
+    async fn promoted(
+        &mut self,
+        sweep: &str,
+        selection: &str,
+        group_key: &str,
+    ) -> StoreResult<bool> {
+        on_conn!(self, |c, _b| {
+            let found: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM promotions WHERE sweep = $1 AND selection = $2 AND group_key = $3",
+            )
+            .bind(sweep)
+            .bind(selection)
+            .bind(group_key)
+            .fetch_one(&mut *c)
+            .await
+            .context("cannot read promotions")?;
+            Ok(found > 0)
+        })
+    }
+
+    /// Records a decision; false when the group was promoted already.
+    async fn insert_promotion(
+        &mut self,
+        sweep: &str,
+        selection: &str,
+        group_key: &str,
+        decision: &Value,
+    ) -> StoreResult<bool> {
+        on_conn!(self, |c, _b| {
+            let done = sqlx::query(
+                "INSERT INTO promotions (sweep, selection, group_key, decision) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(sweep)
+            .bind(selection)
+            .bind(group_key)
+            .bind(Json(decision))
+            .execute(&mut *c)
+            .await
+            .context("cannot record a promotion")?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    async fn candidates(&mut self, sweep: &str, stage: &str) -> StoreResult<Vec<Candidate>> {
+        on_conn!(self, |c, _b| {
+            let rows = sqlx::query(
+                "SELECT id, key, params, state, result FROM jobs WHERE sweep = $1 AND stage = $2 \
+                 ORDER BY id",
+            )
+            .bind(sweep)
+            .bind(stage)
+            .fetch_all(&mut *c)
+            .await
+            .context("cannot read a stage's jobs")?;
+            rows.iter()
+                .map(decode_candidate)
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot read a stage's jobs")
+        })
+    }
+}
+
+fn decode_candidate<R>(row: &R) -> Result<Candidate, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Id: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Json<Params>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Json<Value>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let state: String = row.try_get("state")?;
+    Ok(Candidate {
+        job_id: row.try_get::<Id, _>("id")?.0,
+        key: row.try_get("key")?,
+        params: row.try_get::<Json<Params>, _>("params")?.0,
+        state: match JobState::parse(&state) {
+            Some(JobState::Succeeded) => CandidateState::Succeeded,
+            Some(JobState::Failed) => CandidateState::Failed,
+            Some(JobState::Cancelled) => CandidateState::Cancelled,
+            _ => CandidateState::Pending,
+        },
+        result: row
+            .try_get::<Option<Json<Value>>, _>("result")?
+            .map(|json| json.0),
+    })
+}
+
+impl Store {
+    /// Deletes a sweep with its jobs, metrics and promotions.
+    pub async fn delete_sweep(&self, name: &str) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        on_conn!(&mut conn, |c, _b| {
+            sqlx::query(
+                "DELETE FROM metrics WHERE job_id IN (SELECT id FROM jobs WHERE sweep = $1)",
+            )
+            .bind(name)
+            .execute(&mut *c)
+            .await
+            .context("cannot delete a sweep's metrics")?;
+            // Children first: parent_job_id has no cascade.
+            sqlx::query("DELETE FROM jobs WHERE sweep = $1 AND parent_job_id IS NOT NULL")
+                .bind(name)
+                .execute(&mut *c)
+                .await
+                .context("cannot delete a sweep's jobs")?;
+            sqlx::query("DELETE FROM sweeps WHERE name = $1")
+                .bind(name)
+                .execute(&mut *c)
+                .await
+                .context("cannot delete a sweep")?;
+        });
+        tx.commit().await
+    }
+}

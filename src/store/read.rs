@@ -1,0 +1,348 @@
+//! The store's reads: what `status`, `jobs`, `workers` and the report show.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::Row as _;
+use uuid::Uuid;
+
+use super::error::Context as _;
+use super::{
+    on_conn, Id, JobFilter, JobRow, JobState, MetricRow, PromotionRow, RunningRow, StageCount,
+    Store, StoreResult, WorkerRow,
+};
+use crate::sweep::{Params, Spec};
+
+const JOB_COLUMNS: &str = "id, sweep, stage, kind, key, params, state, priority, attempt, \
+    max_attempts, free_attempts, cancel_requested, worker, lease_expires_at, heartbeat_at, \
+    progress_step, error_kind, error_message, result, checkpoint, parent_job_id, created_at, \
+    started_at, finished_at";
+
+impl Store {
+    /// The checked spec of a stored sweep.
+    pub async fn spec(&self, sweep: &str) -> StoreResult<Option<Spec>> {
+        let mut pooled = self.acquire().await?;
+        pooled.conn().sweep_spec(sweep).await
+    }
+
+    /// Names of the stored sweeps, oldest first.
+    pub async fn sweeps(&self) -> StoreResult<Vec<String>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, _b| {
+            sqlx::query_scalar("SELECT name FROM sweeps ORDER BY created_at, name")
+                .fetch_all(&mut *c)
+                .await
+                .context("cannot read the sweeps")
+        })
+    }
+
+    /// Jobs matching `filter`, oldest first, at most `limit`.
+    pub async fn jobs(&self, filter: &JobFilter, limit: Option<i64>) -> StoreResult<Vec<JobRow>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        let mut found = Vec::new();
+        let ids: Vec<Option<Uuid>> = if filter.ids.is_empty() {
+            vec![None]
+        } else {
+            filter.ids.iter().copied().map(Some).collect()
+        };
+        for id in ids {
+            let rows = on_conn!(&mut conn, |c, _b| {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs \
+                     WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR sweep = $2) \
+                         AND ($3 IS NULL OR stage = $3) AND ($4 IS NULL OR state = $4) \
+                     ORDER BY id LIMIT $5"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(id.map(Id))
+                    .bind(filter.sweep.as_deref())
+                    .bind(filter.stage.as_deref())
+                    .bind(filter.state.map(JobState::as_str))
+                    .bind(limit.unwrap_or(i64::MAX))
+                    .fetch_all(&mut *c)
+                    .await
+                    .context("cannot read jobs")?;
+                rows.iter()
+                    .map(decode_job)
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("cannot read jobs")?
+            });
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// One job, every column.
+    pub async fn job(&self, id: Uuid) -> StoreResult<Option<JobRow>> {
+        let filter = JobFilter {
+            ids: vec![id],
+            ..JobFilter::default()
+        };
+        Ok(self.jobs(&filter, Some(1)).await?.into_iter().next())
+    }
+
+    /// Every job of a sweep, every column, for the report.
+    pub async fn jobs_for_report(&self, sweep: &str) -> StoreResult<Vec<JobRow>> {
+        let filter = JobFilter {
+            sweep: Some(sweep.to_owned()),
+            ..JobFilter::default()
+        };
+        self.jobs(&filter, None).await
+    }
+
+    /// Every metric of a job, by name, step and attempt.
+    pub async fn metrics(&self, job: Uuid) -> StoreResult<Vec<MetricRow>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, _b| {
+            let rows = sqlx::query(
+                "SELECT job_id, attempt, step, name, value, recorded_at FROM metrics \
+                 WHERE job_id = $1 ORDER BY name, step, attempt, recorded_at",
+            )
+            .bind(Id(job))
+            .fetch_all(&mut *c)
+            .await
+            .context("cannot read metrics")?;
+            rows.iter()
+                .map(decode_metric)
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot read metrics")
+        })
+    }
+
+    /// Every promotion of a sweep, oldest first.
+    pub async fn promotions(&self, sweep: &str) -> StoreResult<Vec<PromotionRow>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, _b| {
+            let rows = sqlx::query(
+                "SELECT sweep, selection, group_key, decision, created_at FROM promotions \
+                 WHERE sweep = $1 ORDER BY created_at, selection, group_key",
+            )
+            .bind(sweep)
+            .fetch_all(&mut *c)
+            .await
+            .context("cannot read promotions")?;
+            rows.iter()
+                .map(|row| -> Result<PromotionRow, sqlx::Error> {
+                    let group_key: String = row.try_get("group_key")?;
+                    Ok(PromotionRow {
+                        sweep: row.try_get("sweep")?,
+                        selection: row.try_get("selection")?,
+                        group: serde_json::from_str(&group_key).map_err(|e| {
+                            sqlx::Error::ColumnDecode {
+                                index: "group_key".into(),
+                                source: e.into(),
+                            }
+                        })?,
+                        decision: row.try_get::<Json<Value>, _>("decision")?.0,
+                        created_at: row.try_get("created_at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot read promotions")
+        })
+    }
+
+    /// Every registered worker, newest first, with the job each one runs.
+    pub async fn workers(&self) -> StoreResult<Vec<WorkerRow>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "SELECT w.id, w.name, w.host, w.pid, w.device, w.started_at, w.last_seen_at, \
+                     w.stopped_at, {since} AS since, \
+                     (SELECT j.id FROM jobs j WHERE j.worker = w.id AND j.state = 'running' \
+                      LIMIT 1) AS job \
+                 FROM workers w ORDER BY w.started_at DESC, w.id",
+                since = b.seconds_since("w.last_seen_at")
+            );
+            let rows = sqlx::query(&sql)
+                .fetch_all(&mut *c)
+                .await
+                .context("cannot read the workers")?;
+            rows.iter()
+                .map(|row| -> Result<WorkerRow, sqlx::Error> {
+                    Ok(WorkerRow {
+                        id: row.try_get("id")?,
+                        name: row.try_get("name")?,
+                        host: row.try_get("host")?,
+                        pid: row.try_get("pid")?,
+                        device: row.try_get("device")?,
+                        started_at: row.try_get("started_at")?,
+                        last_seen_at: row.try_get("last_seen_at")?,
+                        stopped_at: row.try_get("stopped_at")?,
+                        seconds_since_seen: row.try_get("since")?,
+                        job: row.try_get::<Option<Id>, _>("job")?.map(|id| id.0),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot read the workers")
+        })
+    }
+
+    /// Job counts per sweep, stage and state (of one sweep, or all).
+    pub async fn stage_counts(&self, sweep: Option<&str>) -> StoreResult<Vec<StageCount>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, _b| {
+            let rows = sqlx::query(
+                "SELECT sweep, stage, state, COUNT(*) AS n FROM jobs \
+                 WHERE ($1 IS NULL OR sweep = $1) \
+                 GROUP BY sweep, stage, state ORDER BY sweep, MIN(created_at), state",
+            )
+            .bind(sweep)
+            .fetch_all(&mut *c)
+            .await
+            .context("cannot count jobs")?;
+            rows.iter()
+                .map(|row| -> Result<StageCount, sqlx::Error> {
+                    let state: String = row.try_get("state")?;
+                    Ok(StageCount {
+                        sweep: row.try_get("sweep")?,
+                        stage: row.try_get("stage")?,
+                        state: parse_state(&state)?,
+                        count: row.try_get("n")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot count jobs")
+        })
+    }
+
+    /// Running jobs (of one sweep, or all) with their worker, step and lease.
+    pub async fn running(&self, sweep: Option<&str>) -> StoreResult<Vec<RunningRow>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "SELECT j.id, j.sweep, j.stage, j.attempt, COALESCE(w.name, j.worker) AS worker, \
+                     j.progress_step, j.cancel_requested, {running} AS running, \
+                     {beat} AS beat, -{lease} AS lease_left \
+                 FROM jobs j LEFT JOIN workers w ON w.id = j.worker \
+                 WHERE j.state = 'running' AND ($1 IS NULL OR j.sweep = $1) ORDER BY j.id",
+                running = b.seconds_since("j.started_at"),
+                beat = b.seconds_since("j.heartbeat_at"),
+                lease = b.seconds_since("j.lease_expires_at"),
+            );
+            let rows = sqlx::query(&sql)
+                .bind(sweep)
+                .fetch_all(&mut *c)
+                .await
+                .context("cannot read running jobs")?;
+            rows.iter()
+                .map(|row| -> Result<RunningRow, sqlx::Error> {
+                    Ok(RunningRow {
+                        id: row.try_get::<Id, _>("id")?.0,
+                        sweep: row.try_get("sweep")?,
+                        stage: row.try_get("stage")?,
+                        attempt: row.try_get("attempt")?,
+                        worker: row.try_get("worker")?,
+                        step: row.try_get("progress_step")?,
+                        running_seconds: row.try_get::<Option<f64>, _>("running")?.unwrap_or(0.0),
+                        heartbeat_age_seconds: row
+                            .try_get::<Option<f64>, _>("beat")?
+                            .unwrap_or(0.0),
+                        lease_left_seconds: row
+                            .try_get::<Option<f64>, _>("lease_left")?
+                            .unwrap_or(0.0),
+                        cancel_requested: row.try_get("cancel_requested")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot read running jobs")
+        })
+    }
+
+    /// Jobs that are queued or running, in every sweep: zero means no work can appear
+    /// any more (stage promotion only follows a running job's end).
+    pub async fn active_jobs(&self) -> StoreResult<i64> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, _b| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
+                .fetch_one(&mut *c)
+                .await
+                .context("cannot count active jobs")
+        })
+    }
+}
+
+fn parse_state(text: &str) -> Result<JobState, sqlx::Error> {
+    JobState::parse(text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: "state".into(),
+        source: format!("unknown job state {text:?}").into(),
+    })
+}
+
+fn decode_job<R>(row: &R) -> Result<JobRow, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Id: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Id>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Json<Params>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Json<Value>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<DateTime<Utc>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let state: String = row.try_get("state")?;
+    Ok(JobRow {
+        id: row.try_get::<Id, _>("id")?.0,
+        sweep: row.try_get("sweep")?,
+        stage: row.try_get("stage")?,
+        kind: row.try_get("kind")?,
+        key: row.try_get("key")?,
+        params: row.try_get::<Json<Params>, _>("params")?.0,
+        state: parse_state(&state)?,
+        priority: row.try_get("priority")?,
+        attempt: row.try_get("attempt")?,
+        max_attempts: row.try_get("max_attempts")?,
+        free_attempts: row.try_get("free_attempts")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        worker: row.try_get("worker")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        heartbeat_at: row.try_get("heartbeat_at")?,
+        progress_step: row.try_get("progress_step")?,
+        error_kind: row.try_get("error_kind")?,
+        error_message: row.try_get("error_message")?,
+        result: row
+            .try_get::<Option<Json<Value>>, _>("result")?
+            .map(|json| json.0),
+        checkpoint: row.try_get("checkpoint")?,
+        parent_job_id: row
+            .try_get::<Option<Id>, _>("parent_job_id")?
+            .map(|id| id.0),
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn decode_metric<R>(row: &R) -> Result<MetricRow, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Id: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    Ok(MetricRow {
+        job_id: row.try_get::<Id, _>("job_id")?.0,
+        attempt: row.try_get("attempt")?,
+        step: row.try_get("step")?,
+        name: row.try_get("name")?,
+        value: row.try_get("value")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}

@@ -1,0 +1,50 @@
+//! A job in progress, whatever runs it: events out, a way to ask it to stop, and its
+//! outcome.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Failure, MetricPoint};
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum JobEvent {
+    Metric(MetricPoint),
+    Progress { step: i64 },
+    Checkpoint(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    Succeeded(Value),
+    Failed(Failure),
+    /// It stopped because it was asked to.
+    Stopped,
+}
+
+/// How to ask a running job to stop.
+pub(crate) enum Stopper {
+    /// The command task watches the token: SIGTERM, then SIGKILL after a grace period.
+    Token(CancellationToken),
+    /// The training loop reads the flag every step.
+    Flag(Arc<AtomicBool>),
+}
+
+impl Stopper {
+    pub(crate) fn stop(&self) {
+        match self {
+            Stopper::Token(token) => token.cancel(),
+            Stopper::Flag(flag) => flag.store(true, Ordering::Relaxed),
+        }
+    }
+}
+
+pub(crate) struct Execution {
+    pub events: mpsc::UnboundedReceiver<JobEvent>,
+    pub done: oneshot::Receiver<Outcome>,
+    pub stopper: Stopper,
+}
