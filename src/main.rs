@@ -51,9 +51,115 @@ enum Command {
     Query(QueryArgs),
     /// Claim and run jobs until stopped.
     Worker(WorkerArgs),
+    /// The study's tables: Markdown like the seed report, or every job as CSV or JSON.
+    Report(ReportArgs),
+    /// Record results of runs made elsewhere (CSV) as succeeded jobs of a stage.
+    Import(ImportArgs),
+    /// Write the loss curves and loss heat maps of a sweep as PNG and SVG.
+    Plot(PlotArgs),
+    /// Every backbone with its parameter count, feature width and input sizes.
+    Models,
+    /// libtorch's version, whether CUDA works, and each GPU.
+    Devices(DevicesArgs),
+    /// Run one job of a sweep file without the queue, with a progress bar.
+    Train(TrainArgs),
+    /// Generate a small cytology-like ImageFolder (sets A and B) for demos and tests.
+    MakeDataset(MakeDatasetArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Md,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The sweep; optional when the store holds only one.
+    sweep: Option<String>,
+    #[arg(long, value_enum, default_value = "md")]
+    format: ReportFormat,
+    /// Also write the plots (PNG and SVG) into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// CSV with a header of axis names and metric names, e.g.
+    /// `backbone,data_fraction,batch_size,projection_dim,loss`.
+    file: PathBuf,
+    /// The sweep the rows belong to.
+    #[arg(long)]
+    sweep: String,
+    /// The stage whose grid cells the rows are.
+    #[arg(long)]
+    stage: String,
+    /// The sweep file, to store the sweep first when the store does not hold it yet
+    /// (no job is queued; `submit` later adds only the cells not imported).
+    #[arg(long)]
+    sweep_file: Option<PathBuf>,
+    /// Overrides the sweep's data root (with --sweep-file).
+    #[arg(long, env = "SWEEPER_DATA_ROOT")]
+    data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PlotArgs {
+    /// The sweep; optional when the store holds only one.
+    sweep: Option<String>,
+    /// Directory the figures go to.
+    #[arg(long, default_value = "plots")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DevicesArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    /// The sweep file.
+    file: PathBuf,
+    /// The stage to take the job from (default: the first).
+    #[arg(long)]
+    stage: Option<String>,
+    /// Pick the first cell whose parameters match, e.g. `--set backbone=resnet50`;
+    /// repeatable. Any other key overrides the job's parameter.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Pretext checkpoint for linear and finetune stages.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Where checkpoints go (a rerun resumes from the newest one here).
+    #[arg(long, default_value = "train-out")]
+    out: PathBuf,
+    /// Decoded-image cache directory.
+    #[arg(long, default_value = "artifacts/cache")]
+    cache: PathBuf,
+    /// Overrides the sweep's data root.
+    #[arg(long, env = "SWEEPER_DATA_ROOT")]
+    data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct MakeDatasetArgs {
+    /// Output directory (setA/, setB/train, setB/test are created in it).
+    dir: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Side of the square images, in pixels.
+    #[arg(long, default_value_t = 64)]
+    image_size: u32,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +274,29 @@ struct WorkerArgs {
 enum BenchCommand {
     /// Claim + complete throughput of the store, in jobs per second.
     Queue(BenchQueueArgs),
+    /// SimCLR training throughput (images/s) of one backbone; one JSON line.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchTrainArgs {
+    #[arg(long, default_value = "resnet18")]
+    backbone: String,
+    #[arg(long, default_value_t = 32)]
+    image_size: i64,
+    #[arg(long = "batch", default_value_t = 64)]
+    batch_size: i64,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    steps: i64,
+    /// Untimed steps first.
+    #[arg(long = "warmup", default_value_t = 2)]
+    warmup_steps: i64,
+    /// `compute` (model, loss, optimizer) or `end_to_end` (with augmentation and batching).
+    #[arg(long, default_value = "compute")]
+    mode: String,
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +374,10 @@ fn exit_status(error: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<StoreError>()
                 .is_some_and(StoreError::is_bad_input)
+            || cause
+                .downcast_ref::<sweeper::report::ReportError>()
+                .is_some_and(sweeper::report::ReportError::is_bad_input)
+            || cause.is::<sweeper::devices::DeviceError>()
     });
     if bad_input {
         2
@@ -264,8 +397,269 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workers(args) => workers(db, args).await,
         Command::Query(args) => query(db, args).await,
         Command::Worker(args) => run_worker(db, args).await,
+        Command::Report(args) => report(db, args).await,
+        Command::Import(args) => import(db, args).await,
+        Command::Plot(args) => plot(db, args).await,
+        Command::Models => models().await,
+        Command::Devices(args) => devices(args),
+        Command::Train(args) => train(args).await,
+        Command::MakeDataset(args) => make_dataset(args).await,
         Command::Bench(BenchCommand::Queue(args)) => bench_queue(args).await,
+        Command::Bench(BenchCommand::Train(args)) => bench_train(args).await,
     }
+}
+
+/// The named sweep, or the only one in the store.
+async fn sweep_name(store: &Store, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(name) = given {
+        return Ok(name);
+    }
+    let names = store.sweeps().await?;
+    match names.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(BadInput("the store holds no sweep; submit one first".into()).into()),
+        _ => Err(BadInput(format!(
+            "the store holds several sweeps ({}); name one",
+            names.join(", ")
+        ))
+        .into()),
+    }
+}
+
+async fn report(db: &str, args: ReportArgs) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let name = sweep_name(&store, args.sweep).await?;
+    let input = sweeper::report::from_store::load(&store, &name).await?;
+    match args.format {
+        ReportFormat::Md => print!("{}", sweeper::report::markdown(&input)),
+        ReportFormat::Csv => print!("{}", sweeper::report::csv(&input)),
+        ReportFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&sweeper::report::json(&input))?
+        ),
+    }
+    if let Some(dir) = args.plots {
+        let written = sweeper::report::plots(&input, &dir)?;
+        eprintln!("{} plot files written to {}", written.len(), dir.display());
+    }
+    Ok(())
+}
+
+async fn plot(db: &str, args: PlotArgs) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let name = sweep_name(&store, args.sweep).await?;
+    let input = sweeper::report::from_store::load(&store, &name).await?;
+    let written = sweeper::report::plots(&input, &args.out)?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+async fn import(db: &str, args: ImportArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| BadInput(format!("cannot read {}: {e}", args.file.display())))?;
+    let store = open(db).await?;
+    let spec = match &args.sweep_file {
+        Some(file) => {
+            let overrides = sweep::Overrides {
+                data_root: args.data_root.clone(),
+            };
+            let loaded = sweep::load_file(file, &overrides)?;
+            if loaded.spec.name != args.sweep {
+                bail!(BadInput(format!(
+                    "{} defines sweep {:?}, not {:?}",
+                    file.display(),
+                    loaded.spec.name,
+                    args.sweep
+                )));
+            }
+            if store.spec(&args.sweep).await?.is_none() {
+                store
+                    .submit(&loaded.spec, &loaded.text, &loaded.hash, &[])
+                    .await?;
+            }
+            loaded.spec
+        }
+        None => store.spec(&args.sweep).await?.ok_or_else(|| {
+            BadInput(format!(
+                "no sweep named {:?} in the store; pass --sweep-file to store it",
+                args.sweep
+            ))
+        })?,
+    };
+    let summary =
+        sweeper::report::from_store::import(&store, &spec, &args.stage, &text, &args.file).await?;
+    println!(
+        "sweep {} stage {}: {} rows imported as succeeded jobs, {} already run here and kept",
+        args.sweep, args.stage, summary.imported, summary.kept
+    );
+    Ok(())
+}
+
+async fn models() -> anyhow::Result<()> {
+    let table = tokio::task::spawn_blocking(sweeper::train::backbone::models_table)
+        .await
+        .context("the model table thread failed")?;
+    print!("{table}");
+    Ok(())
+}
+
+fn devices(args: DevicesArgs) -> anyhow::Result<()> {
+    let report = sweeper::devices::describe();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+async fn train(args: TrainArgs) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let overrides = sweep::Overrides {
+        data_root: args.data_root.clone(),
+    };
+    let loaded = sweep::load_file(&args.file, &overrides)?;
+    let spec = &loaded.spec;
+    let stage = match &args.stage {
+        Some(name) => spec
+            .stage(name)
+            .ok_or_else(|| BadInput(format!("{}: no stage named {name:?}", args.file.display())))?,
+        None => spec
+            .stages
+            .first()
+            .ok_or_else(|| BadInput(format!("{}: no stages", args.file.display())))?,
+    };
+    let mut settings = Vec::new();
+    for item in &args.set {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| BadInput(format!("--set {item:?}: expected KEY=VALUE")))?;
+        let value = serde_json::from_str::<Value>(value).unwrap_or(Value::String(value.into()));
+        settings.push((key.to_owned(), value));
+    }
+    // A root stage's cells; a downstream stage runs on its own parameters plus --set.
+    let mut params = if stage.from.is_none() {
+        let cells: Vec<_> = sweep::expand::expand(spec)
+            .into_iter()
+            .filter(|job| job.stage == stage.name)
+            .collect();
+        let matches = |p: &sweep::Params| {
+            settings.iter().all(|(key, value)| {
+                p.get(key).is_none_or(|v| {
+                    v == value || v.as_f64().is_some() && v.as_f64() == value.as_f64()
+                })
+            })
+        };
+        cells
+            .into_iter()
+            .find(|job| matches(&job.params))
+            .map(|job| job.params)
+            .ok_or_else(|| {
+                BadInput(format!(
+                    "no cell of stage {:?} matches the --set values",
+                    stage.name
+                ))
+            })?
+    } else {
+        stage.params.clone()
+    };
+    for (key, value) in settings {
+        params.insert(key, value);
+    }
+    let dataset_name = stage
+        .dataset
+        .as_deref()
+        .ok_or_else(|| BadInput(format!("stage {:?} names no dataset", stage.name)))?;
+    let dataset = spec
+        .datasets
+        .get(dataset_name)
+        .cloned()
+        .ok_or_else(|| BadInput(format!("no dataset {dataset_name:?}")))?;
+    let device =
+        sweeper::devices::parse_device(&args.device)?.resolve(&[], tch::Cuda::device_count());
+    let job = sweeper::train::TrainJob {
+        job_id: Uuid::now_v7(),
+        attempt: 1,
+        kind: stage.kind,
+        params,
+        dataset,
+        data_root: spec.data_root.clone(),
+        job_dir: args.out.clone(),
+        init_checkpoint: args.init.clone(),
+        cache_dir: args.cache.clone(),
+        device,
+    };
+    eprintln!(
+        "training stage {} ({}) on {:?}: {}",
+        stage.name,
+        stage.kind.as_str(),
+        device,
+        Value::Object(job.params.clone())
+    );
+    let cancel = Arc::new(AtomicBool::new(false));
+    let on_signal = Arc::clone(&cancel);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.store(true, Ordering::SeqCst);
+        }
+    });
+    let result =
+        tokio::task::spawn_blocking(move || sweeper::train::train_standalone(&job, cancel))
+            .await
+            .context("the training thread failed")??;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
+
+async fn make_dataset(args: MakeDatasetArgs) -> anyhow::Result<()> {
+    use sweeper::train::synth;
+    let config = synth::SynthConfig {
+        seed: args.seed,
+        image_size: args.image_size,
+        ..synth::SynthConfig::default()
+    };
+    let dir = args.dir.clone();
+    let summary = tokio::task::spawn_blocking(move || synth::generate(&dir, &config))
+        .await
+        .context("the dataset generator failed")?
+        .with_context(|| format!("cannot write the dataset into {}", args.dir.display()))?;
+    println!(
+        "{} images written to {}",
+        summary.images,
+        args.dir.display()
+    );
+    Ok(())
+}
+
+async fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
+    use sweeper::train::standalone::{BenchMode, BenchOptions};
+    let mode = match args.mode.as_str() {
+        "compute" => BenchMode::Compute,
+        "end_to_end" | "e2e" => BenchMode::EndToEnd,
+        other => bail!(BadInput(format!(
+            "--mode {other:?}: use compute or end_to_end"
+        ))),
+    };
+    let device =
+        sweeper::devices::parse_device(&args.device)?.resolve(&[], tch::Cuda::device_count());
+    let options = BenchOptions {
+        backbone: args.backbone,
+        image_size: args.image_size,
+        batch_size: args.batch_size,
+        steps: args.steps,
+        warmup_steps: args.warmup_steps,
+        mode,
+        device,
+    };
+    let report = tokio::task::spawn_blocking(move || sweeper::train::bench_train(&options))
+        .await
+        .context("the benchmark thread failed")??;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 async fn open(db: &str) -> anyhow::Result<Store> {

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 mod format;
+pub mod from_store;
 mod import;
 mod layout;
 mod long;
@@ -45,6 +46,25 @@ pub enum ReportError {
     Plot { path: PathBuf, message: String },
     #[error("the embedded plot font could not be loaded")]
     Font,
+    #[error("no sweep named {0:?} in the store")]
+    UnknownSweep(String),
+    #[error("sweep {sweep} has no stage named {stage:?}")]
+    UnknownStage { sweep: String, stage: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl ReportError {
+    /// The user's input is at fault (a file, a sweep or stage name), not the system.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ReportError::Import { .. }
+            | ReportError::UnknownSweep(_)
+            | ReportError::UnknownStage { .. } => true,
+            ReportError::Store(error) => error.is_bad_input(),
+            _ => false,
+        }
+    }
 }
 
 pub type ReportResult<T> = Result<T, ReportError>;

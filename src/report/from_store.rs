@@ -1,0 +1,222 @@
+//! The bridge between the store and the report: fills a [`ReportInput`] from what the
+//! store holds, and turns parsed import rows into succeeded jobs. The renderers never
+//! touch the store; this file is the only one here that does.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::model::{DecisionRecord, JobRecord, JobState, ReportInput, StageInfo};
+use super::{parse_import_csv, ImportIssue, ReportError, ReportResult};
+use crate::store::{self, Store};
+use crate::sweep::{expand, JobSpec, Spec, StageKind};
+
+/// Everything the report of `sweep` shows, read from the store.
+pub async fn load(store: &Store, sweep: &str) -> ReportResult<ReportInput> {
+    let spec = store
+        .spec(sweep)
+        .await?
+        .ok_or_else(|| ReportError::UnknownSweep(sweep.to_owned()))?;
+    let rows = store.jobs_for_report(sweep).await?;
+    let mut curves = BTreeMap::new();
+    let mut jobs = Vec::with_capacity(rows.len());
+    for row in rows {
+        let kind = stage_kind(&spec, &row.stage, &row.kind);
+        if kind == StageKind::Pretext && row.state != store::JobState::Queued {
+            let curve = loss_curve(&store.metrics(row.id).await?);
+            if !curve.is_empty() {
+                curves.insert(row.id, curve);
+            }
+        }
+        jobs.push(JobRecord {
+            id: row.id,
+            stage: row.stage,
+            kind,
+            state: report_state(row.state),
+            params: row.params,
+            result: row.result,
+            error: row.error_message,
+            parent: row.parent_job_id,
+            attempt: row.attempt,
+        });
+    }
+    let decisions = store
+        .promotions(sweep)
+        .await?
+        .into_iter()
+        .map(decision_record)
+        .collect();
+    Ok(ReportInput {
+        sweep: sweep.to_owned(),
+        stages: stage_infos(&spec),
+        jobs,
+        decisions,
+        curves,
+    })
+}
+
+/// What an import wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportSummary {
+    /// Rows that became succeeded jobs.
+    pub imported: usize,
+    /// Rows whose cell already ran or is running here; left as they were.
+    pub kept: usize,
+}
+
+/// Records the rows of an import file as succeeded jobs of `stage`. Each row must name
+/// one cell of the stage's grid (its axis values, and `seed` when the sweep has
+/// several); the job gets exactly the key `submit` would give that cell, so submit
+/// never runs an imported cell. Every row is checked before anything is written.
+pub async fn import(
+    store: &Store,
+    spec: &Spec,
+    stage: &str,
+    text: &str,
+    origin: &Path,
+) -> ReportResult<ImportSummary> {
+    let stage_spec = spec.stage(stage).ok_or_else(|| ReportError::UnknownStage {
+        sweep: spec.name.clone(),
+        stage: stage.to_owned(),
+    })?;
+    let axes: Vec<String> = stage_spec
+        .grid
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
+    let rows = parse_import_csv(text, origin, &axes)?;
+    let cells: Vec<JobSpec> = expand::expand(spec)
+        .into_iter()
+        .filter(|job| job.stage == stage)
+        .collect();
+
+    let mut matched = Vec::with_capacity(rows.len());
+    let mut issues = Vec::new();
+    for row in &rows {
+        let found = cells.iter().find(|cell| {
+            row.params
+                .iter()
+                .all(|(name, value)| cell.params.get(name).is_some_and(|v| same_value(v, value)))
+        });
+        match found {
+            Some(cell) => matched.push((cell, &row.result)),
+            None => issues.push(ImportIssue {
+                line: row.line,
+                column: None,
+                message: format!(
+                    "{} is not a cell of stage {stage}'s grid",
+                    Value::Object(row.params.clone())
+                ),
+            }),
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ReportError::Import {
+            origin: origin.to_owned(),
+            issues,
+        });
+    }
+
+    let mut summary = ImportSummary::default();
+    for (cell, result) in matched {
+        let result = Value::Object(result.clone());
+        if store.insert_succeeded(&spec.name, cell, result).await? {
+            summary.imported += 1;
+        } else {
+            summary.kept += 1;
+        }
+    }
+    Ok(summary)
+}
+
+/// Numbers compare by value (`64` and `64.0`, `0.7` written either way); the rest exactly.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+        _ => a == b,
+    }
+}
+
+fn stage_infos(spec: &Spec) -> Vec<StageInfo> {
+    spec.stages
+        .iter()
+        .map(|stage| StageInfo {
+            name: stage.name.clone(),
+            kind: stage.kind,
+            grid: stage.grid.clone(),
+            nominal_size: spec
+                .dataset_of(stage)
+                .and_then(|dataset| dataset.max_total)
+                .map(|n| n as u64),
+            params: stage.params.clone(),
+        })
+        .collect()
+}
+
+fn stage_kind(spec: &Spec, stage: &str, stored: &str) -> StageKind {
+    spec.stage(stage).map(|s| s.kind).unwrap_or(match stored {
+        "pretext" => StageKind::Pretext,
+        "linear" => StageKind::Linear,
+        "finetune" => StageKind::Finetune,
+        _ => StageKind::Command,
+    })
+}
+
+fn report_state(state: store::JobState) -> JobState {
+    match state {
+        store::JobState::Queued => JobState::Queued,
+        store::JobState::Running => JobState::Running,
+        store::JobState::Succeeded => JobState::Succeeded,
+        store::JobState::Failed => JobState::Failed,
+        store::JobState::Cancelled => JobState::Cancelled,
+    }
+}
+
+/// The per-epoch `loss` of the job's newest attempt, by epoch.
+fn loss_curve(metrics: &[store::MetricRow]) -> Vec<(i64, f64)> {
+    let Some(last_attempt) = metrics.iter().map(|m| m.attempt).max() else {
+        return Vec::new();
+    };
+    // A resumed attempt only logs the epochs it ran; earlier ones come from the attempts
+    // before it. The newest value of each epoch wins.
+    let mut by_epoch = BTreeMap::new();
+    for metric in metrics
+        .iter()
+        .filter(|m| m.name == "loss" && m.attempt <= last_attempt)
+    {
+        by_epoch.insert(metric.step, (metric.attempt, metric.value));
+    }
+    by_epoch
+        .into_iter()
+        .map(|(epoch, (_, value))| (epoch, value))
+        .collect()
+}
+
+fn decision_record(row: store::PromotionRow) -> DecisionRecord {
+    let winners = row
+        .decision
+        .get("winners")
+        .and_then(Value::as_array)
+        .map(|winners| {
+            winners
+                .iter()
+                .filter_map(|w| w.get("job_id")?.as_str()?.parse::<Uuid>().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let rule = row
+        .decision
+        .get("rule")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    DecisionRecord {
+        selection: row.selection,
+        group: row.group,
+        winners,
+        rule,
+        detail: row.decision,
+    }
+}
