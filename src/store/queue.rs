@@ -768,12 +768,29 @@ impl Conn<'_> {
             if self.promoted(sweep, &selection.name, &group_key).await? {
                 continue;
             }
-            let candidates: Vec<Candidate> = self
+            let mut candidates: Vec<Candidate> = self
                 .candidates(sweep, stage)
                 .await?
                 .into_iter()
                 .filter(|c| select::group_of(selection, &c.params) == group)
                 .collect();
+            // A cell of the sweep that is not stored yet (an import of part of a grid
+            // that `submit` completes later) is still to run: the group is not done.
+            let stored: std::collections::HashSet<String> =
+                candidates.iter().map(|c| c.key.clone()).collect();
+            let unstored: Vec<Candidate> = expand::expand(&spec)
+                .into_iter()
+                .filter(|cell| cell.stage == stage && !stored.contains(&cell.key))
+                .filter(|cell| select::group_of(selection, &cell.params) == group)
+                .map(|cell| Candidate {
+                    job_id: Uuid::nil(),
+                    key: cell.key,
+                    params: cell.params,
+                    state: CandidateState::Pending,
+                    result: None,
+                })
+                .collect();
+            candidates.extend(unstored);
             let outcome = match select::decide(selection, &candidates) {
                 Decision::Waiting { reason } => {
                     tracing::debug!(sweep, selection = %selection.name, group = %group_key, %reason, "waiting");
