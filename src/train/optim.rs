@@ -82,7 +82,11 @@ impl Slot {
     /// memory order.
     fn view(&self, flat: &Tensor) -> Tensor {
         let sizes = self.weight.size();
-        let stored: Vec<i64> = self.memory_order.iter().map(|&d| sizes[d as usize]).collect();
+        let stored: Vec<i64> = self
+            .memory_order
+            .iter()
+            .map(|&d| sizes[d as usize])
+            .collect();
         let mut inverse = vec![0i64; self.memory_order.len()];
         for (position, &dim) in self.memory_order.iter().enumerate() {
             inverse[dim as usize] = position as i64;
@@ -135,9 +139,7 @@ impl Optimizer {
     pub fn new(kind: OptimizerKind, weight_decay: f64, params: Vec<(String, Tensor)>) -> Self {
         let mut params = params;
         // Decayed parameters first, then by name; names keep the saved state stable.
-        params.sort_by(|a, b| {
-            (is_excluded(&a.1), &a.0).cmp(&(is_excluded(&b.1), &b.0))
-        });
+        params.sort_by(|a, b| (is_excluded(&a.1), &a.0).cmp(&(is_excluded(&b.1), &b.0)));
         let (kind_of, device) = params
             .first()
             .map(|(_, t)| (t.kind(), t.device()))
@@ -190,7 +192,9 @@ impl Optimizer {
             weights,
             grads,
             lengths: Tensor::from_slice(&lengths).to_device(device),
-            trusted: Tensor::from_slice(&trusted).to_kind(kind_of).to_device(device),
+            trusted: Tensor::from_slice(&trusted)
+                .to_kind(kind_of)
+                .to_device(device),
             first: Tensor::zeros([total], opts),
             second: (kind == OptimizerKind::Adam).then(|| Tensor::zeros([total], opts)),
             slots,
@@ -444,7 +448,14 @@ mod tests {
     }
 
     /// The per-parameter LARS of REFERENCE.md, written out plainly, for comparison.
-    fn lars_reference(w: &[f64], g: &[f64], v: &mut [f64], lr: f64, wd: f64, excluded: bool) -> Vec<f64> {
+    fn lars_reference(
+        w: &[f64],
+        g: &[f64],
+        v: &mut [f64],
+        lr: f64,
+        wd: f64,
+        excluded: bool,
+    ) -> Vec<f64> {
         let g: Vec<f64> = if excluded {
             g.to_vec()
         } else {
@@ -522,7 +533,10 @@ mod tests {
             }
             opt.step(0.5);
             for (i, p) in params.iter().enumerate() {
-                assert!(close(&values(p), &expected[i], 1e-12), "param {i}, step {step}");
+                assert!(
+                    close(&values(p), &expected[i], 1e-12),
+                    "param {i}, step {step}"
+                );
             }
         }
     }
@@ -530,12 +544,19 @@ mod tests {
     /// A parameter that gets no gradient is left exactly as it was, momentum included.
     #[test]
     fn a_parameter_without_gradient_is_untouched() {
-        let used = Tensor::from_slice(&[1.0f64, 2.0]).reshape([1, 2]).set_requires_grad(true);
-        let unused = Tensor::from_slice(&[3.0f64, 4.0]).reshape([1, 2]).set_requires_grad(true);
+        let used = Tensor::from_slice(&[1.0f64, 2.0])
+            .reshape([1, 2])
+            .set_requires_grad(true);
+        let unused = Tensor::from_slice(&[3.0f64, 4.0])
+            .reshape([1, 2])
+            .set_requires_grad(true);
         let mut opt = Optimizer::new(
             OptimizerKind::Sgd,
             0.1,
-            vec![("a".into(), used.shallow_clone()), ("b".into(), unused.shallow_clone())],
+            vec![
+                ("a".into(), used.shallow_clone()),
+                ("b".into(), unused.shallow_clone()),
+            ],
         );
         for _ in 0..2 {
             opt.zero_grad();
@@ -556,17 +577,33 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
         for i in 0..8 {
-            vs.root().var(&format!("w{i}"), &[256, 256], tch::nn::Init::Const(1.0));
+            vs.root()
+                .var(&format!("w{i}"), &[256, 256], tch::nn::Init::Const(1.0));
         }
         let plain = dir.path().join("plain.ot");
         vs.save(&plain).expect("save");
-        let _opt = Optimizer::new(OptimizerKind::Lars, 0.0, vs.trainable_variables().into_iter().enumerate().map(|(i, t)| (format!("w{i}"), t)).collect());
+        let _opt = Optimizer::new(
+            OptimizerKind::Lars,
+            0.0,
+            vs.trainable_variables()
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (format!("w{i}"), t))
+                .collect(),
+        );
         let aliased = dir.path().join("aliased.ot");
         vs.save(&aliased).expect("save");
         let size = |p: &std::path::Path| std::fs::metadata(p).expect("written").len();
-        assert!(size(&aliased) <= size(&plain) + 4096, "{} vs {}", size(&aliased), size(&plain));
+        assert!(
+            size(&aliased) <= size(&plain) + 4096,
+            "{} vs {}",
+            size(&aliased),
+            size(&plain)
+        );
         let mut other = tch::nn::VarStore::new(tch::Device::Cpu);
-        let w = other.root().var("w3", &[256, 256], tch::nn::Init::Const(0.0));
+        let w = other
+            .root()
+            .var("w3", &[256, 256], tch::nn::Init::Const(0.0));
         other.load_partial(&aliased).expect("load");
         assert_eq!(w.sum(Kind::Float).double_value(&[]), 65536.0);
     }
