@@ -58,9 +58,31 @@ def nt_xent(z1, z2, temperature):
     return F.cross_entropy(logits, targets)
 
 
+def small_resnet():
+    """sweeper's `small_resnet`: a CIFAR stem (3x3 conv, 32 channels, no max pool),
+    one torchvision BasicBlock per stage at widths 32/64/128/256, 256 features."""
+    from torchvision.models.resnet import BasicBlock
+
+    def stage(c_in, width, stride):
+        down = None
+        if stride != 1 or c_in != width:
+            down = nn.Sequential(nn.Conv2d(c_in, width, 1, stride, bias=False), nn.BatchNorm2d(width))
+        return BasicBlock(c_in, width, stride, down)
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+        stage(32, 32, 1), stage(32, 64, 2), stage(64, 128, 2), stage(128, 256, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return net, 256
+
+
 def backbone(name):
     if name == "small_resnet":
-        raise SystemExit("small_resnet has no torchvision counterpart; use resnet18")
+        return small_resnet()
     net = getattr(torchvision.models, name)(weights=None)
     dim = net.fc.in_features
     net.fc = nn.Identity()

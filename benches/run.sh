@@ -4,15 +4,15 @@
 # BIN is the sweeper binary (its `bench train` subcommand) or the bench_train
 # example (`cargo build --release --example bench_train`), PYTHON one with torch and
 # torchvision (`make bench-setup`). Prints each figure and the ratio sweeper/PyTorch.
-# CPU cases: resnet50 at 64 px and the small ResNet at 32 px (resnet18 while
-# small_resnet is not built), compute only and end to end.
+# CPU cases: resnet50 at 64 px and the small ResNet at 32 px (`small_resnet`,
+# mirrored in reference.py), compute only and end to end.
 set -euo pipefail
 BIN=${1:?usage: benches/run.sh BIN PYTHON [STEPS]}
 PYTHON=${2:?usage: benches/run.sh BIN PYTHON [STEPS]}
 STEPS=${3:-5}
 HERE=$(cd "$(dirname "$0")" && pwd)
 DEVICE=${BENCH_DEVICE:-cpu}
-SMALL=${BENCH_SMALL:-resnet18}
+SMALL=${BENCH_SMALL:-small_resnet}
 if ! "$BIN" bench train --backbone resnet18 --image-size 8 --batch 4 --steps 1 --warmup 0 >/dev/null 2>&1; then
   echo "note: $BIN has no working 'bench train'; using the bench_train example" >&2
   BIN="$(dirname "$BIN")/examples/bench_train"

@@ -517,6 +517,12 @@ impl Checker<'_> {
                     ));
                 };
                 fields.names = context.stage_fields[upstream].names.clone();
+                if matches!(kind, StageKind::Linear | StageKind::Finetune) {
+                    // Not inherited (see `expand::downstream`); the stage's own count.
+                    for key in crate::train::config::DOWNSTREAM_KEYS {
+                        fields.names.remove(*key);
+                    }
+                }
                 Some(from.get_ref().clone())
             }
             None if matches!(kind, StageKind::Linear | StageKind::Finetune) => {

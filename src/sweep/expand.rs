@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::check::{placeholders, same_value};
 use super::select::{self, Candidate};
-use super::{JobSpec, Params, Spec, StageSpec, SweepError, SweepResult};
+use super::{JobSpec, Params, Spec, StageKind, StageSpec, SweepError, SweepResult};
 
 /// Every job of the stages that run on no selection, stage by stage in file order;
 /// within a stage the first axis varies slowest and the seed fastest.
@@ -30,7 +30,11 @@ pub fn expand(spec: &Spec) -> Vec<JobSpec> {
 
 /// The jobs one winner of `selection` starts: one per stage whose `from` is that
 /// selection (one per seed where the stage sets its own seeds). Its parameters are the
-/// winner's, overlaid by the stage's own. An unknown selection starts nothing.
+/// winner's, overlaid by the stage's own; for linear and fine-tune stages the
+/// winner's values of the downstream training settings
+/// ([`crate::train::config::DOWNSTREAM_KEYS`], e.g. `batch_size`) are left out first,
+/// so a setting the stage does not give takes the protocol's default rather than
+/// the pretext job's. An unknown selection starts nothing.
 pub fn downstream(spec: &Spec, selection: &str, winner: &Candidate) -> Vec<JobSpec> {
     let mut jobs = Vec::new();
     for stage in spec
@@ -39,6 +43,11 @@ pub fn downstream(spec: &Spec, selection: &str, winner: &Candidate) -> Vec<JobSp
         .filter(|stage| stage.from.as_deref() == Some(selection))
     {
         let mut params = winner.params.clone();
+        if matches!(stage.kind, StageKind::Linear | StageKind::Finetune) {
+            for key in crate::train::config::DOWNSTREAM_KEYS {
+                params.remove(*key);
+            }
+        }
         params.extend(stage.params.clone());
         let seeds: Vec<Option<i64>> = match &stage.seeds {
             Some(seeds) => seeds.iter().copied().map(Some).collect(),

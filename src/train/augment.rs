@@ -177,14 +177,14 @@ pub fn apply(images: &Tensor, params: &[ViewParams], cfg: &AugmentConfig) -> Ten
     if !gray_idx.is_empty() {
         let idx = Tensor::from_slice(&gray_idx).to_device(device);
         let gray = grayscale(&x.index_select(0, &idx)).expand([-1, 3, -1, -1], false);
-        x = x.index_copy(0, &idx, &gray);
+        let _ = x.index_copy_(0, &idx, &gray);
     }
     let blur_idx: Vec<i64> = indices(params, |p| p.blur_sigma.is_some());
     if !blur_idx.is_empty() {
         let sigmas: Vec<f64> = params.iter().filter_map(|p| p.blur_sigma).collect();
         let idx = Tensor::from_slice(&blur_idx).to_device(device);
         let blurred = gaussian_blur(&x.index_select(0, &idx), &sigmas);
-        x = x.index_copy(0, &idx, &blurred);
+        let _ = x.index_copy_(0, &idx, &blurred);
     }
     x.clamp(0.0, 1.0)
 }
@@ -317,7 +317,9 @@ fn jitter(x: &mut Tensor, params: &[ViewParams]) {
                 2 => blend(&sub, &grayscale(&sub), &value(|j| j.saturation)),
                 _ => shift_hue(&sub, &value(|j| j.hue)),
             };
-            *x = x.index_copy(0, &idx, &out.clamp(0.0, 1.0));
+            // In place: `x` is this batch's own fresh tensor, and copies of a whole
+            // batch sixteen times over would cost more than the jitter itself.
+            let _ = x.index_copy_(0, &idx, &out.clamp(0.0, 1.0));
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tch::nn;
 
+use super::augment::AugmentConfig;
 use super::backbone::{self, Backbone};
 use super::optim::OptimizerKind;
 use super::schedule::LrScaling;
@@ -68,9 +69,34 @@ pub struct PretextConfig {
     pub seed: u64,
     /// Colour-jitter strength; `None` picks REFERENCE.md's (0.5 at ≤ 32 px, else 1.0).
     pub augment_strength: Option<f64>,
+    /// Smallest area of a random resized crop, as a fraction of the image (0.08).
+    pub crop_min_scale: f64,
 }
 
-/// Settings of a linear-protocol or fine-tune job.
+impl PretextConfig {
+    /// The augmentation of both views.
+    pub fn augment(&self) -> AugmentConfig {
+        let mut aug = AugmentConfig::simclr(self.image_size, self.augment_strength);
+        aug.crop_scale.0 = self.crop_min_scale;
+        aug
+    }
+}
+
+/// The parameters a downstream (linear or fine-tune) job reads.
+///
+/// A downstream job's parameters are its pretext winner's, overlaid by the stage's
+/// own (see [`crate::sweep::expand::downstream`]). From the winner it takes the
+/// architecture, [`ARCHITECTURE_KEYS`] (and the `seed`, unless the stage sets
+/// seeds); its training settings, [`DOWNSTREAM_KEYS`], are its own: where the stage
+/// leaves one out, the protocol's default applies, never the value the pretext job
+/// trained with (a pretext batch of 64 does not make a linear-protocol batch of 64).
+pub const DOWNSTREAM_KEYS: &[&str] = &["batch_size", "lr", "max_epochs", "patience"];
+
+/// The winner's parameters that describe the network a downstream job loads.
+pub const ARCHITECTURE_KEYS: &[&str] = &["backbone", "image_size"];
+
+/// Settings of a linear-protocol or fine-tune job: the architecture keys, the
+/// downstream keys and `seed`, nothing else (see [`DOWNSTREAM_KEYS`]).
 #[derive(Debug, Clone)]
 pub struct DownstreamConfig {
     pub arch: Architecture,
@@ -248,6 +274,13 @@ impl PretextConfig {
         if let Some(s) = augment_strength.filter(|s| !(0.0..=2.0).contains(s)) {
             return Err(r.bad("augment_strength", format!("must be in [0, 2], got {s}")));
         }
+        let crop_min_scale = r.f64_or("crop_min_scale", 0.08)?;
+        if !(crop_min_scale > 0.0 && crop_min_scale <= 1.0) {
+            return Err(r.bad(
+                "crop_min_scale",
+                format!("must be in (0, 1], got {crop_min_scale}"),
+            ));
+        }
         Ok(PretextConfig {
             arch,
             batch_size,
@@ -264,6 +297,7 @@ impl PretextConfig {
             checkpoint_every: r.positive_i64("checkpoint_every", 10)?,
             seed: r.seed()?,
             augment_strength,
+            crop_min_scale,
         })
     }
 }

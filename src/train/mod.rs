@@ -40,7 +40,7 @@ pub mod simclr;
 pub mod standalone;
 pub mod synth;
 
-pub use standalone::{bench_train, train_standalone, BenchMode, BenchReport};
+pub use standalone::{bench_train, train_standalone, BenchMode, BenchOptions, BenchReport};
 
 /// Everything one training job needs, resolved by the worker.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use super::augment::{self, AugmentConfig};
+use super::augment;
 use super::backbone::Backbone;
 use super::checkpoint::{self, Sidecar};
 use super::config::PretextConfig;
@@ -79,6 +79,38 @@ impl SimclrModel {
         });
         simclr::nt_xent(&z.narrow(0, 0, n), &z.narrow(0, n, n), temperature)
     }
+
+    /// One training step: forward, NT-Xent, backward, update. Returns the loss,
+    /// detached and still on the device: reading it is left to the caller, so the
+    /// host need not wait for the device every step.
+    pub fn train_step(
+        &self,
+        optimizer: &mut Optimizer,
+        view1: &Tensor,
+        view2: &Tensor,
+        temperature: f64,
+        lr: f64,
+    ) -> Tensor {
+        let loss = self.loss(view1, view2, temperature, true);
+        optimizer.zero_grad();
+        loss.backward();
+        optimizer.step(lr);
+        loss.detach()
+    }
+}
+
+/// Fails on a loss that is not finite, naming where it happened.
+fn check_loss(value: f64, epoch: i64, step: i64) -> TrainResult<f64> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(TrainError::Fatal(format!(
+            "loss became {} at epoch {}, step {}",
+            if value.is_nan() { "NaN" } else { "infinite" },
+            epoch + 1,
+            step + 1
+        )))
+    }
 }
 
 /// Every variable that requires a gradient, with its name.
@@ -114,7 +146,7 @@ pub fn train(
         cfg.epochs,
         cfg.warmup_epochs,
     );
-    let aug = AugmentConfig::simclr(cfg.image_size, cfg.augment_strength);
+    let aug = cfg.augment();
     let chance = simclr::chance_loss(cfg.batch_size);
 
     tch::manual_seed(cfg.seed as i64);
@@ -151,43 +183,55 @@ pub fn train(
     let mut epoch_losses = Vec::new();
     for epoch in start_epoch..cfg.epochs {
         let started = Instant::now();
-        let mut rng = ChaCha8Rng::seed_from_u64(checkpoint::epoch_seed(cfg.seed, epoch));
-        let order = loader::epoch_order(train_images, &mut rng);
-        // The loss stays on the device; one host sync per step checks it is finite.
+        // The next steps' views are gathered and augmented on a loader thread while
+        // this one trains.
+        let mut views = loader::simclr_epoch(
+            data,
+            cfg.batch_size,
+            steps_per_epoch,
+            checkpoint::epoch_seed(cfg.seed, epoch),
+            device,
+            &aug,
+        );
+        // Each step's loss is read one step late, once the next step is queued, so
+        // the device never waits for the host; a NaN still fails the job at the
+        // step where it appeared.
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
+        let mut pending: Option<(i64, Tensor)> = None;
         for step in 0..steps_per_epoch {
             if cancel.load(Ordering::Relaxed) {
                 return Err(TrainError::Cancelled);
             }
             let global_step = epoch * steps_per_epoch + step;
             lr = schedule.lr(global_step);
-            let batch =
-                &order[(step * cfg.batch_size) as usize..((step + 1) * cfg.batch_size) as usize];
-            let loss = guard(&format!("epoch {}, step {}", epoch + 1, step + 1), || {
-                let (images, _) = loader::gather(data, batch, device);
-                let (view1, view2) = augment::simclr_views(&images, &mut rng, &aug);
-                let loss = model.loss(&view1, &view2, cfg.temperature, true);
-                let value = loss.double_value(&[]);
-                if !value.is_finite() {
-                    return Err(TrainError::Fatal(format!(
-                        "loss became {} at epoch {}, step {}",
-                        if value.is_nan() { "NaN" } else { "infinite" },
-                        epoch + 1,
-                        step + 1
-                    )));
-                }
-                optimizer.zero_grad();
-                loss.backward();
-                optimizer.step(lr);
-                Ok(value)
-            })?;
-            loss_sum += loss;
+            let previous = pending.take();
+            let (loss, earlier) =
+                guard(&format!("epoch {}, step {}", epoch + 1, step + 1), || {
+                    let (view1, view2) = views.next().ok_or_else(|| {
+                        TrainError::Fatal(format!(
+                            "the view loader stopped before step {}",
+                            step + 1
+                        ))
+                    })?;
+                    let loss =
+                        model.train_step(&mut optimizer, &view1, &view2, cfg.temperature, lr);
+                    let earlier = match &previous {
+                        Some((at, value)) => Some(check_loss(value.double_value(&[]), epoch, *at)?),
+                        None => None,
+                    };
+                    Ok((loss, earlier))
+                })?;
+            loss_sum += earlier.unwrap_or(0.0);
+            pending = Some((step, loss));
             let _ = events.send(TrainEvent::Progress {
                 epoch,
                 step: global_step + 1,
                 total_steps,
             });
+        }
+        if let Some((at, value)) = pending {
+            loss_sum += check_loss(value.double_value(&[]), epoch, at)?;
         }
         let mean_loss = loss_sum / steps_per_epoch as f64;
         let seconds = started.elapsed().as_secs_f64();
@@ -253,7 +297,7 @@ pub fn train(
 /// Mean loss of `cfg` on one batch with no training: used by tests and benchmarks.
 pub fn batch_loss(cfg: &PretextConfig, images: &Tensor, seed: u64) -> TrainResult<f64> {
     let model = SimclrModel::new(cfg, images.device())?;
-    let aug = AugmentConfig::simclr(cfg.image_size, cfg.augment_strength);
+    let aug = cfg.augment();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (v1, v2) = augment::simclr_views(images, &mut rng, &aug);
     Ok(tch::no_grad(|| model.loss(&v1, &v2, cfg.temperature, true))

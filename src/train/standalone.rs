@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::augment::{self, AugmentConfig};
 use super::config::{Architecture, PretextConfig};
+use super::data::ImageSet;
 use super::device::guard;
+use super::loader;
 use super::optim::{Optimizer, OptimizerKind};
 use super::pretext::SimclrModel;
 use super::schedule::LrScaling;
@@ -90,6 +89,21 @@ pub struct BenchOptions {
     pub device: Device,
 }
 
+impl Default for BenchOptions {
+    /// The small ResNet at 32 px, batch 64, 5 timed steps after 2, compute only, CPU.
+    fn default() -> Self {
+        BenchOptions {
+            backbone: "small_resnet".into(),
+            image_size: 32,
+            batch_size: 64,
+            steps: 5,
+            warmup_steps: 2,
+            mode: BenchMode::Compute,
+            device: Device::Cpu,
+        }
+    }
+}
+
 /// Measured throughput.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -99,14 +113,24 @@ pub struct BenchReport {
     pub batch_size: i64,
     pub mode: BenchMode,
     pub device: String,
+    /// libtorch's intra-op threads.
+    pub threads: i32,
     pub steps: i64,
     pub seconds: f64,
     /// Source images per second (each gives two views).
     pub images_per_s: f64,
 }
 
-/// Times SimCLR training steps of a named backbone on synthetic images.
+/// Times SimCLR training steps of a named backbone on synthetic images: the
+/// pretext stage's own step ([`SimclrModel::train_step`]) and, end to end, its own
+/// prefetching view loader ([`loader::simclr_epoch`]).
 pub fn bench_train(opts: &BenchOptions) -> TrainResult<BenchReport> {
+    if opts.batch_size < 2 || opts.image_size < 1 || opts.steps < 1 || opts.warmup_steps < 0 {
+        return Err(TrainError::Fatal(format!(
+            "bench: batch ({}) must be at least 2, image size ({}) and steps ({}) at least 1, warmup ({}) not negative",
+            opts.batch_size, opts.image_size, opts.steps, opts.warmup_steps
+        )));
+    }
     let arch = Architecture::named(&opts.backbone)?;
     let params = serde_json::Map::new();
     let reader = super::config::ParamReader::new(&params, "bench");
@@ -116,44 +140,56 @@ pub fn bench_train(opts: &BenchOptions) -> TrainResult<BenchReport> {
     cfg.lr_scaling = LrScaling::Linear { base: 0.3 };
     tch::manual_seed(0);
     let device = opts.device;
-    let model = SimclrModel::new(&cfg, device)?;
+    let model = guard("building the model", || SimclrModel::new(&cfg, device))?;
     let mut optimizer = Optimizer::new(OptimizerKind::Lars, 1e-6, model.trainable());
-    let aug = AugmentConfig::simclr(opts.image_size, None);
+    let aug = cfg.augment();
     let n = opts.batch_size;
     let s = opts.image_size;
     // A pool of four batches of random images, like a decoded cache in memory.
-    let pool = Tensor::randint(256, [4 * n, 3, s, s], (Kind::Uint8, Device::Cpu));
+    let pool = ImageSet {
+        images: Tensor::randint(256, [4 * n, 3, s, s], (Kind::Uint8, Device::Cpu)),
+        labels: Tensor::zeros([4 * n], (Kind::Int64, Device::Cpu)),
+        label_names: vec!["random".into()],
+        skipped: Vec::new(),
+    };
     let fixed = (
         Tensor::rand([n, 3, s, s], (Kind::Float, device)),
         Tensor::rand([n, 3, s, s], (Kind::Float, device)),
     );
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    // Epoch after epoch over the pool, each prepared ahead by the loader thread.
+    let mut views =
+        (0u64..).flat_map(|epoch| loader::simclr_epoch(&pool, n, 4, epoch, device, &aug));
     let lr = cfg.lr_scaling.peak(n);
-    let mut step = |i: i64| -> TrainResult<()> {
+    let mut step = || -> TrainResult<Tensor> {
         guard("benchmark step", || {
             let (v1, v2) = match opts.mode {
                 BenchMode::Compute => (fixed.0.shallow_clone(), fixed.1.shallow_clone()),
-                BenchMode::EndToEnd => {
-                    let start = (i % 4) * n;
-                    let images = pool.narrow(0, start, n).to_device(device);
-                    augment::simclr_views(&images, &mut rng, &aug)
-                }
+                BenchMode::EndToEnd => views
+                    .next()
+                    .ok_or_else(|| TrainError::Fatal("the view loader stopped".into()))?,
             };
-            let loss = model.loss(&v1, &v2, cfg.temperature, true);
-            optimizer.zero_grad();
-            loss.backward();
-            optimizer.step(lr);
-            // Waits for the device, so the clock measures finished work.
-            let _ = loss.double_value(&[]);
-            Ok(())
+            Ok(model.train_step(&mut optimizer, &v1, &v2, cfg.temperature, lr))
         })
     };
-    for i in 0..opts.warmup_steps {
-        step(i)?;
+    let finish = |loss: Tensor| guard("benchmark sync", || Ok(loss.double_value(&[])));
+    let mut last = None;
+    for _ in 0..opts.warmup_steps {
+        last = Some(step()?);
+    }
+    if let Some(loss) = last.take() {
+        finish(loss)?;
     }
     let started = Instant::now();
-    for i in 0..opts.steps {
-        step(i)?;
+    for _ in 0..opts.steps {
+        // Like the pretext loop: the previous loss is read once this step is queued.
+        let loss = step()?;
+        if let Some(previous) = last.replace(loss) {
+            finish(previous)?;
+        }
+    }
+    if let Some(loss) = last {
+        // Waits for the device, so the clock measures finished work.
+        finish(loss)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(BenchReport {
@@ -163,6 +199,7 @@ pub fn bench_train(opts: &BenchOptions) -> TrainResult<BenchReport> {
         batch_size: n,
         mode: opts.mode,
         device: format!("{device:?}"),
+        threads: tch::get_num_threads(),
         steps: opts.steps,
         seconds,
         images_per_s: (opts.steps * n) as f64 / seconds,
