@@ -35,7 +35,7 @@ run_case() {
   a=$(echo "$ours" | field images_per_s)
   b=$(echo "$theirs" | field images_per_s)
   printf '%-10s %4spx batch %-4s %-10s sweeper %8.1f img/s   pytorch %8.1f img/s   ratio %.2f\n' \
-    "$backbone" "$size" "$batch" "$mode" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+    "$backbone" "$size" "$batch" "$mode" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { print a / b }')"
   echo "$ours" >>"${BENCH_LOG:-/dev/null}"
   echo "$theirs" >>"${BENCH_LOG:-/dev/null}"
 }

@@ -54,7 +54,11 @@ fn seed_numbers_imported_then_reported_and_selected_by_the_rule() {
 
     let report = stdout(&sweeper(dir.path(), &["report", "--db", db]));
     // Twelve tables: four backbones × three batch sizes.
-    assert_eq!(report.matches("| Backbone | Total Data |").count(), 12, "{report}");
+    assert_eq!(
+        report.matches("| Backbone | Total Data |").count(),
+        12,
+        "{report}"
+    );
     // Rows as in the seed, bold from the numbers.
     assert!(report.contains("| ResNet-50 | 21.000 | 64 | 32/64/128 | LARS | 6.13/**5.92**/7.13 |"));
     assert!(report.contains("|  | 30.000 |  | 32/64/128 | LARS | 3.18/**2.84**/2.88 |"));
@@ -68,7 +72,10 @@ fn seed_numbers_imported_then_reported_and_selected_by_the_rule() {
         "InceptionV3_projection32",
         "InceptionResNetV2_projection128",
     ] {
-        assert!(report.contains(&format!("**{model}**")), "{model} not selected:\n{report}");
+        assert!(
+            report.contains(&format!("**{model}**")),
+            "{model} not selected:\n{report}"
+        );
     }
 
     // The winners' downstream jobs are queued, one per stage and backbone; a second
@@ -127,7 +134,14 @@ fn import_refuses_a_row_outside_the_grid_and_writes_nothing() {
     assert!(stderr.contains("bad.csv:3"), "{stderr}");
     let jobs = stdout(&sweeper(
         dir.path(),
-        &["query", "SELECT COUNT(*) AS n FROM jobs", "--db", "sqlite://x.db", "--format", "csv"],
+        &[
+            "query",
+            "SELECT COUNT(*) AS n FROM jobs",
+            "--db",
+            "sqlite://x.db",
+            "--format",
+            "csv",
+        ],
     ));
     assert_eq!(jobs.lines().nth(1), Some("0"), "{jobs}");
 }

@@ -2,7 +2,6 @@
 //! failures (which `tch` raises as panics) into [`TrainError`]s the queue can act on.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Once;
 
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
@@ -24,12 +23,12 @@ const DEVICE_TYPE_CUDA: i8 = 1;
 /// `c10::ScalarType::BFloat16`.
 const SCALAR_TYPE_BF16: i8 = 15;
 
-static BF16: Once = Once::new();
-
-/// Makes CUDA autocast compute in bfloat16 (process-wide, once).
+/// Makes CUDA autocast compute in bfloat16 on this thread. libtorch keeps the autocast
+/// dtype per thread, and every job trains on a thread of its own, so this runs before
+/// each autocast region rather than once per process.
 pub fn use_bf16_autocast() {
-    // SAFETY: a plain setter of a global in libtorch, which is linked and initialised.
-    BF16.call_once(|| unsafe { at_set_autocast_dtype(DEVICE_TYPE_CUDA, SCALAR_TYPE_BF16) });
+    // SAFETY: a plain setter of libtorch's thread-local autocast state.
+    unsafe { at_set_autocast_dtype(DEVICE_TYPE_CUDA, SCALAR_TYPE_BF16) }
 }
 
 /// Whether CUDA autocast computes in bfloat16.

@@ -140,11 +140,9 @@ fn features(
             return Err(TrainError::Cancelled);
         }
         let (images, _) = loader::gather(set, &idx, device);
-        let f = tch::no_grad(|| {
-            device::autocast(device, || {
-                backbone.forward_t(&eval_input(&images, cfg.image_size), false)
-            })
-        });
+        // Inference-mode forwards run in float32: batch norm with running statistics
+        // under CUDA autocast fails on half inputs, and features are computed once.
+        let f = tch::no_grad(|| backbone.forward_t(&eval_input(&images, cfg.image_size), false));
         chunks.push(f.to_kind(Kind::Float));
     }
     Ok(Tensor::cat(&chunks, 0))
@@ -340,12 +338,12 @@ fn finetune(
                 return Err(TrainError::Cancelled);
             }
             let (images, _) = loader::gather(set, &idx, device);
+            // float32, like the features above: inference-mode batch norm under autocast
+            // fails on CUDA.
             let logits = tch::no_grad(|| {
-                device::autocast(device, || {
-                    backbone
-                        .forward_t(&eval_input(&images, cfg.image_size), false)
-                        .apply(&classifier)
-                })
+                backbone
+                    .forward_t(&eval_input(&images, cfg.image_size), false)
+                    .apply(&classifier)
             });
             out.push(logits.argmax(1, false));
         }

@@ -577,7 +577,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
         for i in 0..8 {
-            vs.root()
+            let _ = vs
+                .root()
                 .var(&format!("w{i}"), &[256, 256], tch::nn::Init::Const(1.0));
         }
         let plain = dir.path().join("plain.ot");
