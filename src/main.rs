@@ -174,7 +174,13 @@ struct WorkerArgs {
     retry_backoff_secs: Duration,
     /// Seconds added to this machine's clock as the worker sees it (tests only:
     /// leases follow the database's clock whatever this says).
-    #[arg(long, env = "SWEEPER_CLOCK_SKEW_SECS", default_value_t = 0.0, hide = true, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "SWEEPER_CLOCK_SKEW_SECS",
+        default_value_t = 0.0,
+        hide = true,
+        allow_negative_numbers = true
+    )]
     clock_skew_secs: f64,
 }
 
@@ -245,7 +251,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", sweeper::redact::redact_url(&format!("{error:#}")));
+            eprintln!(
+                "error: {}",
+                sweeper::redact::redact_url(&format!("{error:#}"))
+            );
             ExitCode::from(exit_status(&error))
         }
     }

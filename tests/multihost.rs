@@ -172,7 +172,11 @@ async fn a_killed_hosts_job_resumes_on_another_host(db: &TestDb) {
             .is_some()
     })
     .await;
-    assert!(checkpointed, "no checkpoint reached the shared store:\n{}", log_of(db, 0));
+    assert!(
+        checkpointed,
+        "no checkpoint reached the shared store:\n{}",
+        log_of(db, 0)
+    );
 
     // Two more hosts join, their clocks two hours behind and ahead. They poll, reap
     // and try to claim for two lease periods while alpha holds the job.
@@ -222,10 +226,7 @@ async fn a_killed_hosts_job_resumes_on_another_host(db: &TestDb) {
 
     let statuses = wait_all(&mut rescuers, Duration::from_secs(600));
     let logs = db.worker_logs();
-    assert!(
-        statuses.iter().all(|s| s.success()),
-        "{statuses:?}\n{logs}"
-    );
+    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}\n{logs}");
 
     let hosts: HashMap<String, String> = store
         .workers()
@@ -288,11 +289,17 @@ async fn a_killed_hosts_job_resumes_on_another_host(db: &TestDb) {
     let final_key = format!("mh/{}/epoch-{EPOCHS:04}.ot", pretext.id);
     assert_eq!(pretext.checkpoint.as_deref(), Some(final_key.as_str()));
     assert_eq!(
-        pretext.result.as_ref().and_then(|r| r["checkpoint"].as_str()),
+        pretext
+            .result
+            .as_ref()
+            .and_then(|r| r["checkpoint"].as_str()),
         Some(final_key.as_str())
     );
     let stored_size = shared.size(&final_key).await.expect("look up");
-    assert!(stored_size.is_some_and(|s| s > 0), "{final_key} is not stored");
+    assert!(
+        stored_size.is_some_and(|s| s > 0),
+        "{final_key} is not stored"
+    );
 
     // The linear job ran on the third host, from the checkpoint it fetched.
     let linear = the_job(&store, "linear").await.expect("the linear job");
@@ -316,7 +323,11 @@ async fn a_killed_hosts_job_resumes_on_another_host(db: &TestDb) {
     let pretext_files = files_under(&db.path(&third).join("mh").join(pretext.id.to_string()));
     assert_eq!(
         pretext_files,
-        [format!("epoch-{EPOCHS:04}.json"), format!("epoch-{EPOCHS:04}.ot")].into()
+        [
+            format!("epoch-{EPOCHS:04}.json"),
+            format!("epoch-{EPOCHS:04}.ot")
+        ]
+        .into()
     );
     assert!(
         !logs.contains("superseded") && !logs.contains("lease was lost"),

@@ -212,9 +212,18 @@ mod tests {
         assert!(b.holds(&key).await.unwrap());
 
         let fetched = b.fetch_checkpoint(&key).await.unwrap();
-        assert_eq!(fetched, dir.path().join("b/s").join(job.to_string()).join("epoch-0001.ot"));
+        assert_eq!(
+            fetched,
+            dir.path()
+                .join("b/s")
+                .join(job.to_string())
+                .join("epoch-0001.ot")
+        );
         assert_eq!(std::fs::read(&fetched).unwrap(), b"weights");
-        assert_eq!(std::fs::read(fetched.with_extension("json")).unwrap(), b"{}");
+        assert_eq!(
+            std::fs::read(fetched.with_extension("json")).unwrap(),
+            b"{}"
+        );
         // The optimizer state is not needed downstream.
         assert!(!fetched.with_file_name("epoch-0001.optim.ot").exists());
 
@@ -223,7 +232,13 @@ mod tests {
         assert_eq!(pulled.transferred, vec!["epoch-0001.optim.ot"]);
         assert_eq!(pulled.unchanged, 2);
 
-        let missing = b.fetch_checkpoint("s/none/epoch-0001.ot").await.unwrap_err();
-        assert!(matches!(missing, ArtifactError::NotFound { .. }), "{missing}");
+        let missing = b
+            .fetch_checkpoint("s/none/epoch-0001.ot")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(missing, ArtifactError::NotFound { .. }),
+            "{missing}"
+        );
     }
 }

@@ -454,11 +454,13 @@ impl Worker {
                 tracing::warn!("the attempt was superseded; nothing more is written for it");
                 return Ok(End::Lost);
             }
-            (Outcome::Succeeded(result), _) => match self.store_outputs(job, files, result).await? {
-                Ok(result) => Finish::Succeeded(result),
-                Err(Stored::Lost) => return Ok(End::Lost),
-                Err(Stored::Failed(failure)) => Finish::Failed(failure),
-            },
+            (Outcome::Succeeded(result), _) => {
+                match self.store_outputs(job, files, result).await? {
+                    Ok(result) => Finish::Succeeded(result),
+                    Err(Stored::Lost) => return Ok(End::Lost),
+                    Err(Stored::Failed(failure)) => Finish::Failed(failure),
+                }
+            }
             (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Cancel)) => Finish::Cancelled,
             (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Shutdown)) => {
                 // What the job did so far goes to the store for whoever takes it next.
@@ -558,7 +560,11 @@ impl Worker {
     ) {
         match uploaded {
             Ok(Ok(report)) => {
-                tracing::debug!(files = report.transferred.len(), bytes = report.bytes, "job files uploaded");
+                tracing::debug!(
+                    files = report.transferred.len(),
+                    bytes = report.bytes,
+                    "job files uploaded"
+                );
                 let Some(key) = files.key_of(checkpoint) else {
                     return;
                 };
@@ -568,7 +574,9 @@ impl Worker {
                     Err(error) => tracing::warn!(%error, "cannot look up an uploaded checkpoint"),
                 }
             }
-            Ok(Err(error)) => tracing::warn!(%error, "cannot upload the job's files; trying again at the next checkpoint"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot upload the job's files; trying again at the next checkpoint")
+            }
             Err(error) => tracing::warn!(%error, "the upload of the job's files ended abnormally"),
         }
     }
@@ -586,7 +594,9 @@ impl Worker {
         match self.store.set_checkpoint(job.id, job.attempt, key).await {
             Ok(Write::Applied) => tracing::info!(checkpoint = %key, "checkpoint stored"),
             Ok(Write::Superseded) => lose(stop, execution),
-            Err(error) => tracing::warn!(error = %redact_url(&error.to_string()), "cannot record a checkpoint"),
+            Err(error) => {
+                tracing::warn!(error = %redact_url(&error.to_string()), "cannot record a checkpoint")
+            }
         }
     }
 

@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: generated image sets and a small
 //! backbone that trains in seconds on two CPU cores.
 
-
-
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
