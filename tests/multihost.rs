@@ -16,10 +16,13 @@ use std::time::Duration;
 
 use common::{eventually, wait_all, TestDb};
 use sweeper::artifacts::Artifacts;
-use sweeper::store::{JobFilter, JobRow, JobState, Store};
+use sweeper::store::{JobFilter, JobRow, JobState, Store, WorkerInfo};
 use sweeper::train::synth::{self, SynthConfig};
 
-backend_tests!(a_killed_hosts_job_resumes_on_another_host);
+backend_tests!(
+    a_killed_hosts_job_resumes_on_another_host,
+    auto_devices_are_never_shared_within_a_host
+);
 
 const EPOCHS: i64 = 8;
 /// Two hours: far beyond any lease.
@@ -339,4 +342,48 @@ async fn a_killed_hosts_job_resumes_on_another_host(db: &TestDb) {
         .await
         .expect("list");
     assert!(stored.iter().all(|k| k.contains("/epoch-")), "{stored:?}");
+}
+
+/// `--device auto` on a host with two GPUs: workers registering at once take each
+/// GPU once, then the CPU; another host has its own GPUs; a stopped worker
+/// frees its GPU.
+async fn auto_devices_are_never_shared_within_a_host(db: &TestDb) {
+    let store = db.store().await;
+    let info = |n: usize, host: &str| WorkerInfo {
+        id: format!("{host}-{n}"),
+        name: format!("{host}-{n}"),
+        host: host.into(),
+        pid: 1,
+    };
+    let live = Duration::from_secs(60);
+    let registrations = (0..4).map(|n| {
+        let store = store.clone();
+        let info = info(n, "node1");
+        tokio::spawn(async move { store.register_worker_auto(&info, 2, live).await })
+    });
+    let mut devices = Vec::new();
+    for registration in registrations {
+        devices.push(registration.await.expect("joined").expect("registered"));
+    }
+    devices.sort();
+    assert_eq!(devices, ["cpu", "cpu", "cuda:0", "cuda:1"]);
+    let elsewhere = store
+        .register_worker_auto(&info(0, "node2"), 2, live)
+        .await
+        .expect("registered");
+    assert_eq!(elsewhere, "cuda:0");
+
+    let holder = store
+        .workers()
+        .await
+        .expect("workers")
+        .into_iter()
+        .find(|w| w.host == "node1" && w.device == "cuda:1")
+        .expect("a holder of cuda:1");
+    store.stop_worker(&holder.id).await.expect("stopped");
+    let next = store
+        .register_worker_auto(&info(9, "node1"), 2, live)
+        .await
+        .expect("registered");
+    assert_eq!(next, "cuda:1");
 }
