@@ -244,10 +244,20 @@ struct WorkerArgs {
     /// The worker's name in `status` and `workers` (default: host-pid).
     #[arg(long)]
     name: Option<String>,
-    /// Jobs write under <artifacts>/<sweep>/<job id>.
+    /// The host recorded in `workers` (default: this machine's hostname); `--device
+    /// auto` shares GPUs among the workers of one host.
+    #[arg(long, env = "SWEEPER_HOST")]
+    host: Option<String>,
+    /// The artifact store every worker reaches: a directory, file:///shared/dir or
+    /// s3://bucket/prefix (credentials from AWS_* variables, SWEEPER_S3_ENDPOINT).
+    /// A job's outputs go under <sweep>/<job id>.
     #[arg(long, env = "SWEEPER_ARTIFACTS", default_value = "artifacts")]
-    artifacts: PathBuf,
-    /// Decoded-image caches (default: <artifacts>/cache).
+    artifacts: String,
+    /// Where jobs write on this machine (default: the artifact directory when it is
+    /// one, else scratch/).
+    #[arg(long, env = "SWEEPER_SCRATCH")]
+    scratch: Option<PathBuf>,
+    /// Decoded-image caches, local to this machine (default: <scratch>/cache).
     #[arg(long, env = "SWEEPER_CACHE")]
     cache: Option<PathBuf>,
     /// Overrides the sweeps' data root.
@@ -268,6 +278,16 @@ struct WorkerArgs {
     /// First retry delay after a retryable failure; doubles with every attempt.
     #[arg(long, env = "SWEEPER_RETRY_BACKOFF_SECS", default_value = "10", value_parser = parse_seconds)]
     retry_backoff_secs: Duration,
+    /// Seconds added to this machine's clock as the worker sees it (tests only:
+    /// leases follow the database's clock whatever this says).
+    #[arg(
+        long,
+        env = "SWEEPER_CLOCK_SKEW_SECS",
+        default_value_t = 0.0,
+        hide = true,
+        allow_negative_numbers = true
+    )]
+    clock_skew_secs: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,7 +366,7 @@ fn main() -> ExitCode {
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(sweeper::redact::redacted_stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
@@ -360,7 +380,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!(
+                "error: {}",
+                sweeper::redact::redact_url(&format!("{error:#}"))
+            );
             ExitCode::from(exit_status(&error))
         }
     }
@@ -903,17 +926,18 @@ async fn query(db: &str, args: QueryArgs) -> anyhow::Result<()> {
 
 async fn run_worker(db: &str, args: WorkerArgs) -> anyhow::Result<()> {
     let store = open(db).await?;
-    let name = args.name.unwrap_or_else(|| {
-        let host = hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        format!("{host}-{}", std::process::id())
-    });
+    let host = args.host.unwrap_or_else(worker::hostname);
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
     let mut config = WorkerConfig::new(name, args.device);
+    config.host = Some(host);
     config.max_jobs = args.max_jobs;
     config.exit_when_idle = args.exit_when_idle;
-    config.cache_dir = args.cache.unwrap_or_else(|| args.artifacts.join("cache"));
+    config.cache_dir = args.cache;
+    config.scratch = args.scratch;
     config.artifacts = args.artifacts;
+    config.clock_skew_secs = args.clock_skew_secs;
     config.data_root = args.data_root;
     config.lease = args.lease_secs;
     config.heartbeat = args.heartbeat_secs;

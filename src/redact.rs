@@ -135,6 +135,45 @@ fn secret_value_end(text: &str, start: usize) -> usize {
     start + len
 }
 
+/// A writer for log lines that masks passwords: it gathers what one log event
+/// writes and, when dropped (the tracing formatter takes one writer per event),
+/// writes it to standard error through [`redact_url`]. The command line's log goes
+/// through it, so no message, whatever quotes a URL, prints a password.
+#[derive(Debug, Default)]
+pub struct RedactedStderr {
+    buffer: Vec<u8>,
+}
+
+/// A [`RedactedStderr`]; usable as a tracing `MakeWriter`.
+pub fn redacted_stderr() -> RedactedStderr {
+    RedactedStderr::default()
+}
+
+impl std::io::Write for RedactedStderr {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let text = redact_url(&String::from_utf8_lossy(&self.buffer));
+        self.buffer.clear();
+        let mut stderr = std::io::stderr().lock();
+        stderr.write_all(text.as_bytes())?;
+        stderr.flush()
+    }
+}
+
+impl Drop for RedactedStderr {
+    fn drop(&mut self) {
+        // Nowhere to report a failed write to standard error.
+        let _ = std::io::Write::flush(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,18 +1,24 @@
 //! Errors of the store. A message names what the user asked for (the URL, the job, the
 //! sweep); the database's own error is kept as the source.
+//!
+//! A store URL may carry a password: every URL kept here went through
+//! [`redact_url`] first (use [`StoreError::open`], [`StoreError::bad_url`]), and the
+//! driver's error on opening, which may quote the URL, is kept redacted as text.
+
+use crate::redact::redact_url;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// `url` is redacted.
     #[error("unsupported store URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     BadUrl { url: String },
-    #[error("cannot open the store at {url}")]
-    Open {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// `url` and `reason` are redacted; the driver's error is not kept as a source,
+    /// which would print unredacted in an error chain.
+    #[error("cannot open the store at {url}: {reason}")]
+    Open { url: String, reason: String },
+    /// `url` is redacted.
     #[error("cannot bring the schema of {url} up to date")]
     Migrate {
         url: String,
@@ -50,6 +56,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The store at `url` cannot be opened, with passwords masked.
+    pub fn open(url: &str, source: &sqlx::Error) -> StoreError {
+        StoreError::Open {
+            url: redact_url(url),
+            reason: redact_url(&source.to_string()),
+        }
+    }
+
+    /// `url` names no store this binary knows, with passwords masked.
+    pub fn bad_url(url: &str) -> StoreError {
+        StoreError::BadUrl {
+            url: redact_url(url),
+        }
+    }
+
     /// True when the error comes from what the user typed (an id, a name, a URL, SQL).
     pub fn is_bad_input(&self) -> bool {
         matches!(

@@ -31,6 +31,7 @@ use sqlx::sqlite::{
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
+use crate::redact::redact_url;
 use crate::sweep::{Params, StageKind};
 
 pub mod bench;
@@ -71,9 +72,7 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else {
-            Err(StoreError::BadUrl {
-                url: url.to_owned(),
-            })
+            Err(StoreError::bad_url(url))
         }
     }
 
@@ -202,10 +201,7 @@ impl Store {
 
     /// [`Store::open`] with a pool of at most `max_connections`.
     pub async fn open_with(url: &str, max_connections: u32) -> StoreResult<Store> {
-        let open_error = |source| StoreError::Open {
-            url: url.to_owned(),
-            source,
-        };
+        let open_error = |source| StoreError::open(url, &source);
         let pool = match Backend::of_url(url)? {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -251,8 +247,15 @@ impl Store {
         }
     }
 
+    /// The URL the store was opened with, password included: never print it (use
+    /// [`Store::display_url`]).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL with any password masked, for messages and logs.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
     }
 
     /// The newest schema version this binary knows.
@@ -291,7 +294,7 @@ impl Store {
                 Ok(()) => return Ok(()),
                 Err(source) if tries >= 5 => {
                     return Err(StoreError::Migrate {
-                        url: self.url.clone(),
+                        url: redact_url(&self.url),
                         source,
                     })
                 }

@@ -15,10 +15,7 @@ use super::{Backend, StoreError, StoreResult};
 
 /// Runs `sql` read-only against the store at `url`.
 pub async fn query_read_only(url: &str, sql: &str) -> StoreResult<Table> {
-    let open_error = |source| StoreError::Open {
-        url: url.to_owned(),
-        source,
-    };
+    let open_error = |source| StoreError::open(url, &source);
     let query_error = |source| StoreError::Query { source };
     match Backend::of_url(url)? {
         Backend::Sqlite => {

@@ -499,12 +499,15 @@ impl Store {
         pooled.conn().insert_worker(info, device).await
     }
 
-    /// Registers a worker on the first of `candidates` that no live worker of its host
-    /// holds (seen within `live_within`), else on `"cpu"`; returns the device.
+    /// Registers a worker on the lowest of its host's `gpu_count` GPUs that no live
+    /// worker of that host holds (seen within `live_within`), chosen by
+    /// [`crate::devices::pick_auto`], else on `"cpu"`; returns the device (`cuda:N` or
+    /// `cpu`). The choice and the registration are one transaction, serialised per
+    /// host, so two workers starting together never take the same GPU.
     pub async fn register_worker_auto(
         &self,
         info: &WorkerInfo,
-        candidates: &[String],
+        gpu_count: i64,
         live_within: Duration,
     ) -> StoreResult<String> {
         let mut tx = self.write_tx().await?;
@@ -530,11 +533,14 @@ impl Store {
                 .await
                 .context("cannot read the devices in use")?
         });
-        let device = candidates
+        let held: Vec<i64> = held
             .iter()
-            .find(|candidate| !held.contains(candidate))
-            .cloned()
-            .unwrap_or_else(|| "cpu".to_owned());
+            .filter_map(|device| device.strip_prefix("cuda:")?.parse().ok())
+            .collect();
+        let device = match crate::devices::pick_auto(&held, gpu_count) {
+            Some(index) => format!("cuda:{index}"),
+            None => "cpu".to_owned(),
+        };
         conn.insert_worker(info, &device).await?;
         tx.commit().await?;
         Ok(device)

@@ -268,6 +268,25 @@ impl Store {
                 .context("cannot count active jobs")
         })
     }
+
+    /// The database's clock: the one every lease is measured on. A worker compares
+    /// it with its own only to say how far apart they are.
+    pub async fn database_now(&self) -> StoreResult<DateTime<Utc>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        let seconds: f64 = on_conn!(&mut conn, |c, b| {
+            let sql = match b {
+                super::Backend::Sqlite => "SELECT (julianday('now') - 2440587.5) * 86400.0",
+                super::Backend::Postgres => "SELECT EXTRACT(EPOCH FROM now())::float8",
+            };
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut *c)
+                .await
+                .context("cannot read the database's clock")?
+        });
+        let micros = (seconds * 1e6).round() as i64;
+        Ok(DateTime::from_timestamp_micros(micros).unwrap_or_default())
+    }
 }
 
 fn parse_state(text: &str) -> Result<JobState, sqlx::Error> {
