@@ -10,10 +10,11 @@
 //! momentum, the update), about 2,000 launches a step. Instead the optimizer moves
 //! every parameter, and every gradient, into views of one flat buffer each (in the
 //! parameter's own memory order, so channels-last weights stay channels-last), keeps
-//! its state flat too, and takes a step in about twenty whole-buffer operations: the
-//! per-parameter norms are one `segment_reduce` each, the per-parameter trust ratios
-//! are spread back over the elements with one `repeat_interleave`. Nothing waits for
-//! the host. Backward accumulates into the aliased gradients in place; before each
+//! its state flat too, and takes a step in about twenty whole-buffer operations: on a
+//! GPU the per-parameter norms are one `segment_reduce` each and the per-parameter
+//! trust ratios are spread back over the elements with one `repeat_interleave` (on
+//! the CPU, where launches are cheap and those extra passes are not, LARS keeps
+//! fused per-parameter norms and updates). Nothing waits for the host. Backward accumulates into the aliased gradients in place; before each
 //! step the optimizer checks (by data pointer, on the host) that every parameter and
 //! gradient still lives in its view, and moves back any that another owner replaced.
 
@@ -251,7 +252,8 @@ impl Optimizer {
     }
 
     /// One update at learning rate `lr` from the gradients in the parameters.
-    /// A parameter without a gradient is left as it was, state included.
+    /// A parameter without a gradient is left as it was, state included. Weight decay
+    /// is added to the gradients in place: after a step they hold `g + wd·w`.
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
         tch::no_grad(|| {
@@ -274,7 +276,7 @@ impl Optimizer {
             for (range, copies) in saved {
                 let len = range.end - range.start;
                 for (buffer, copy) in self.buffers().iter().zip(copies) {
-                    let _ = buffer.narrow(0, range.start, len).copy_(&copy);
+                    buffer.narrow(0, range.start, len).copy_(&copy);
                 }
             }
         });
@@ -291,34 +293,57 @@ impl Optimizer {
 
     fn update(&mut self, lr: f64) {
         let w = &mut self.weights;
-        let g = if self.weight_decay != 0.0 && self.decayed > 0 {
-            // A copy: the gradient buffer itself is what backward accumulates into.
-            let g = self.grads.copy();
-            let decayed = w.narrow(0, 0, self.decayed) * self.weight_decay;
-            let _ = g.narrow(0, 0, self.decayed).g_add_(&decayed);
-            g
-        } else {
-            self.grads.shallow_clone()
-        };
+        if self.weight_decay != 0.0 && self.decayed > 0 {
+            // g += wd·w in one fused pass, in the gradient buffer itself: after a step
+            // the parameters' gradients include the decay (the next `zero_grad`
+            // clears them anyway).
+            let wd = Tensor::from(self.weight_decay)
+                .to_kind(w.kind())
+                .to_device(w.device());
+            let _ = self
+                .grads
+                .narrow(0, 0, self.decayed)
+                .addcmul_(&w.narrow(0, 0, self.decayed), &wd);
+        }
+        let g = self.grads.shallow_clone();
         match self.kind {
             OptimizerKind::Lars => {
+                // On a GPU every launch costs, so the norms are two segment sums over
+                // the whole buffers and the trust ratios are spread over the elements
+                // with one `repeat_interleave`. On the CPU launches are cheap and those
+                // two whole-buffer passes are not (`repeat_interleave` builds an index
+                // per element): there, fused per-parameter norms and updates.
+                let flat = w.device().is_cuda();
+                let ranges: Vec<(i64, i64)> = self
+                    .slots
+                    .iter()
+                    .map(|s| (s.range.start, s.range.end - s.range.start))
+                    .collect();
+                let norms = |x: &Tensor| {
+                    if flat {
+                        Tensor::segment_reduce(
+                            &(x * x),
+                            "sum",
+                            Some(&self.lengths),
+                            None::<&Tensor>,
+                            None::<&Tensor>,
+                            0,
+                            false,
+                            0.0,
+                        )
+                        .sqrt()
+                    } else {
+                        let each: Vec<Tensor> = ranges
+                            .iter()
+                            .map(|&(start, len)| x.narrow(0, start, len).norm())
+                            .collect();
+                        Tensor::stack(&each, 0)
+                    }
+                };
                 // trust = η‖w‖/‖g‖ per parameter where both norms are positive and the
                 // parameter is not excluded, else 1.
-                let norm = |x: &Tensor| {
-                    Tensor::segment_reduce(
-                        &(x * x),
-                        "sum",
-                        Some(&self.lengths),
-                        None::<&Tensor>,
-                        None::<&Tensor>,
-                        0,
-                        false,
-                        0.0,
-                    )
-                    .sqrt()
-                };
-                let w_norm = norm(w);
-                let g_norm = norm(&g);
+                let w_norm = norms(w);
+                let g_norm = norms(&g);
                 let use_ratio = w_norm
                     .gt(0.0)
                     .logical_and(&g_norm.gt(0.0))
@@ -326,10 +351,20 @@ impl Optimizer {
                 // Where a norm is 0 the ratio is not finite, and not used either.
                 let ratio = (&w_norm * LARS_ETA) / &g_norm;
                 let trust = ratio.where_self(&use_ratio, &w_norm.ones_like()) * lr;
-                let total = w.size()[0];
-                let scale = trust.repeat_interleave_self_tensor(&self.lengths, 0, total);
                 // v = m·v + lr·trust·g;  w = w − v
-                let _ = self.first.g_mul_scalar_(MOMENTUM).addcmul_(&g, &scale);
+                let _ = self.first.g_mul_scalar_(MOMENTUM);
+                if flat {
+                    let total = w.size()[0];
+                    let scale = trust.repeat_interleave_self_tensor(&self.lengths, 0, total);
+                    let _ = self.first.addcmul_(&g, &scale);
+                } else {
+                    for (index, &(start, len)) in ranges.iter().enumerate() {
+                        let _ = self
+                            .first
+                            .narrow(0, start, len)
+                            .addcmul_(&g.narrow(0, start, len), &trust.get(index as i64));
+                    }
+                }
                 let _ = w.g_sub_(&self.first);
             }
             OptimizerKind::Sgd => {

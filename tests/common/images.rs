@@ -67,6 +67,78 @@ pub fn shapes(n: usize, size: usize, seed: u64) -> ImageSet {
     }
 }
 
+/// Colours of [`rotated_shapes`]: far apart in hue and brightness.
+const PALETTE: [[f64; 3]; 4] = [
+    [220.0, 60.0, 50.0],
+    [40.0, 90.0, 200.0],
+    [235.0, 215.0, 80.0],
+    [30.0, 30.0, 35.0],
+];
+
+/// The classes of [`rotated_shapes`].
+pub const ROTATED_SHAPES: [&str; 4] = ["circle", "square", "triangle", "cross"];
+
+/// `n` images of `size` px, each a circle, a square, a triangle or a cross (the
+/// label, in turn) of random palette colours, size, position and rotation on a random
+/// background, with edges anti-aliased by 2×2 supersampling: a label that every
+/// SimCLR augmentation (crop, flip, colour jitter, grayscale) keeps, and that colour
+/// or brightness alone cannot tell.
+pub fn rotated_shapes(n: usize, size: usize, seed: u64) -> ImageSet {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut pixels = vec![0u8; n * 3 * size * size];
+    let mut labels = Vec::with_capacity(n);
+    let s = size as f64;
+    for i in 0..n {
+        let label = i % ROTATED_SHAPES.len();
+        labels.push(label as i64);
+        // Two different colours of a small palette: many images share their colours, so colour cannot tell one image from the
+        // others of its batch and SimCLR has to look at the shape.
+        let first = rng.gen_range(0..PALETTE.len());
+        let second = (first + rng.gen_range(1..PALETTE.len())) % PALETTE.len();
+        let (background, foreground) = (PALETTE[first], PALETTE[second]);
+        let radius = rng.gen_range(0.25 * s..0.4 * s);
+        let cx = rng.gen_range(0.35 * s..0.65 * s);
+        let cy = rng.gen_range(0.35 * s..0.65 * s);
+        let angle: f64 = rng.gen_range(0.0..std::f64::consts::TAU);
+        let (sin, cos) = angle.sin_cos();
+        let inside = |x: f64, y: f64| {
+            // The point in the shape's own frame.
+            let (dx, dy) = (x - cx, y - cy);
+            let (u, v) = (cos * dx + sin * dy, -sin * dx + cos * dy);
+            match label {
+                0 => u * u + v * v <= radius * radius,
+                1 => u.abs() <= radius * 0.75 && v.abs() <= radius * 0.75,
+                // Apex up; the half-width grows from the apex to the base.
+                2 => v >= -radius && v <= radius * 0.6 && u.abs() <= (v + radius) * 0.6,
+                _ => {
+                    let arm = radius * 0.28;
+                    (u.abs() <= arm && v.abs() <= radius) || (v.abs() <= arm && u.abs() <= radius)
+                }
+            }
+        };
+        for y in 0..size {
+            for x in 0..size {
+                let covered = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)]
+                    .iter()
+                    .filter(|(ox, oy)| inside(x as f64 + ox, y as f64 + oy))
+                    .count() as f64
+                    / 4.0;
+                let noise = rng.gen_range(-6.0..6.0);
+                for c in 0..3 {
+                    let value = covered * foreground[c] + (1.0 - covered) * background[c] + noise;
+                    pixels[((i * 3 + c) * size + y) * size + x] = value.clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+    ImageSet {
+        images: Tensor::from_slice(&pixels).view([n as i64, 3, size as i64, size as i64]),
+        labels: Tensor::from_slice(&labels),
+        label_names: ROTATED_SHAPES.iter().map(|s| s.to_string()).collect(),
+        skipped: Vec::new(),
+    }
+}
+
 /// A four-layer convolutional backbone with 64 pooled features.
 #[derive(Debug)]
 struct TinyNet {
