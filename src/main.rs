@@ -572,7 +572,7 @@ async fn train(args: TrainArgs) -> anyhow::Result<()> {
             .collect();
         let matches = |p: &sweep::Params| {
             settings.iter().all(|(key, value)| {
-                p.get(key).is_none_or(|v| {
+                p.get(key).map_or(true, |v| {
                     v == value || v.as_f64().is_some() && v.as_f64() == value.as_f64()
                 })
             })
