@@ -782,11 +782,18 @@ impl Conn<'_> {
                 .collect();
             // A cell of the sweep that is not stored yet (an import of part of a grid
             // that `submit` completes later) is still to run: the group is not done.
+            // Jobs stored under keys of their own (not from this spec's grid) are the
+            // whole group.
             let stored: std::collections::HashSet<String> =
                 candidates.iter().map(|c| c.key.clone()).collect();
-            let unstored: Vec<Candidate> = expand::expand(&spec)
+            let cells: Vec<JobSpec> = expand::expand(&spec)
                 .into_iter()
-                .filter(|cell| cell.stage == stage && !stored.contains(&cell.key))
+                .filter(|cell| cell.stage == stage)
+                .collect();
+            let from_grid = cells.iter().any(|cell| stored.contains(&cell.key));
+            let unstored: Vec<Candidate> = cells
+                .into_iter()
+                .filter(|cell| from_grid && !stored.contains(&cell.key))
                 .filter(|cell| select::group_of(selection, &cell.params) == group)
                 .map(|cell| Candidate {
                     job_id: Uuid::nil(),
