@@ -172,6 +172,13 @@ struct SubmitArgs {
     /// Overrides the sweep's data root.
     #[arg(long, env = "SWEEPER_DATA_ROOT")]
     data_root: Option<PathBuf>,
+    /// Most cells one stage may expand to (axes × seeds).
+    #[arg(long, default_value_t = sweep::check::DEFAULT_MAX_CELLS)]
+    max_cells: usize,
+    /// Do not check that the datasets' folders exist here (the data lives only on
+    /// the workers' machines).
+    #[arg(long)]
+    no_data_check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -485,8 +492,10 @@ async fn import(db: &str, args: ImportArgs) -> anyhow::Result<()> {
     let store = open(db).await?;
     let spec = match &args.sweep_file {
         Some(file) => {
+            // Imported results were trained elsewhere: the data need not be here.
             let overrides = sweep::Overrides {
                 data_root: args.data_root.clone(),
+                ..sweep::Overrides::default()
             };
             let loaded = sweep::load_file(file, &overrides)?;
             if loaded.spec.name != args.sweep {
@@ -544,6 +553,8 @@ async fn train(args: TrainArgs) -> anyhow::Result<()> {
 
     let overrides = sweep::Overrides {
         data_root: args.data_root.clone(),
+        check_data: true,
+        ..sweep::Overrides::default()
     };
     let loaded = sweep::load_file(&args.file, &overrides)?;
     let spec = &loaded.spec;
@@ -701,6 +712,8 @@ fn print_table(table: &Table, format: OutputFormat) {
 async fn submit(db: &str, args: SubmitArgs) -> anyhow::Result<()> {
     let overrides = sweep::Overrides {
         data_root: args.data_root,
+        max_cells: Some(args.max_cells),
+        check_data: !args.no_data_check,
     };
     let loaded = sweep::load_file(&args.file, &overrides)?;
     if args.dry_run {

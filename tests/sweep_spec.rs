@@ -181,6 +181,7 @@ fn loaded_sweep_hashes_its_text() {
 fn data_root_override_replaces_the_files() {
     let overrides = Overrides {
         data_root: Some("/mnt/cytology".into()),
+        ..Overrides::default()
     };
     let loaded = parse_str(&shipped_text("report.toml"), Path::new(ORIGIN), &overrides)
         .expect("report parses");
@@ -967,6 +968,7 @@ fn data_root_comes_from_the_file_or_the_override() {
     assert!(message.contains("--data-root"), "{message}");
     let overrides = Overrides {
         data_root: Some("/srv/data".into()),
+        ..Overrides::default()
     };
     let loaded = parse_str(&text, Path::new(ORIGIN), &overrides).expect("override supplies it");
     assert_eq!(loaded.spec.data_root, Path::new("/srv/data"));

@@ -22,6 +22,7 @@ use tch::Device;
 fn demo_spec(text: &str, data_root: &Path) -> Spec {
     let overrides = Overrides {
         data_root: Some(data_root.to_owned()),
+        ..Overrides::default()
     };
     parse_str(text, Path::new("sweeps/demo.toml"), &overrides)
         .expect("the demo sweep parses")

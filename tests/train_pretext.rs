@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use serde_json::json;
-use sweeper::train::config::{DownstreamConfig, ParamReader, PretextConfig};
+use sweeper::train::config::{DownstreamConfig, PretextConfig};
 use sweeper::train::data::ImageSet;
 use sweeper::train::downstream::{self, Protocol, Splits};
 use sweeper::train::pretext::{self, PretextOutcome};
@@ -21,8 +21,7 @@ fn pretext_config(extra: serde_json::Value) -> PretextConfig {
         "seed": 3, "lr_sqrt": true, "warmup_epochs": 1
     }));
     p.extend(common::params(extra));
-    let reader = ParamReader::new(&p, "test-job");
-    PretextConfig::with_arch(&reader, common::tiny_arch(), 32).expect("valid test params")
+    PretextConfig::with_arch(&p, common::tiny_arch(), 32).expect("valid test params")
 }
 
 /// Runs pretext on a thread; `stop_after` sets the cancel flag once that epoch's
@@ -228,13 +227,7 @@ fn downstream_jobs_load_the_pretext_backbone_and_report_every_split() {
     for (protocol, linear) in [(Protocol::Linear, true), (Protocol::Finetune, false)] {
         let p =
             common::params(json!({"batch_size": 16, "max_epochs": 3, "patience": 2, "seed": 1}));
-        let dcfg = DownstreamConfig::with_arch(
-            &ParamReader::new(&p, "down"),
-            common::tiny_arch(),
-            32,
-            linear,
-        )
-        .expect("valid");
+        let dcfg = DownstreamConfig::with_arch(&p, common::tiny_arch(), 32, linear).expect("valid");
         let (tx, rx) = mpsc::channel();
         let result = downstream::train(
             protocol,
@@ -271,8 +264,7 @@ fn downstream_jobs_load_the_pretext_backbone_and_report_every_split() {
     let p = common::params(json!({}));
     let mut other = common::tiny_arch();
     other.name = "resnet18".into();
-    let dcfg =
-        DownstreamConfig::with_arch(&ParamReader::new(&p, "down"), other, 32, true).expect("valid");
+    let dcfg = DownstreamConfig::with_arch(&p, other, 32, true).expect("valid");
     let (tx, _rx) = mpsc::channel();
     let err = downstream::train(
         Protocol::Linear,
@@ -314,13 +306,7 @@ fn the_linear_protocol_learns_a_colour_label_from_random_features() {
         common::slice(&set, 90, 30),
     );
     let p = common::params(json!({"batch_size": 16, "max_epochs": 20, "patience": 5}));
-    let dcfg = DownstreamConfig::with_arch(
-        &ParamReader::new(&p, "colour"),
-        common::tiny_arch(),
-        32,
-        true,
-    )
-    .expect("valid");
+    let dcfg = DownstreamConfig::with_arch(&p, common::tiny_arch(), 32, true).expect("valid");
     let (tx, _rx) = mpsc::channel();
     let splits = Splits {
         train: &train,

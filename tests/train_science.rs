@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 
 use serde_json::json;
-use sweeper::train::config::{Architecture, DownstreamConfig, ParamReader, PretextConfig};
+use sweeper::train::config::{Architecture, DownstreamConfig, PretextConfig};
 use sweeper::train::downstream::{self, Protocol, Splits};
 use sweeper::train::pretext;
 use tch::Device;
@@ -50,8 +50,7 @@ fn simclr_features_beat_random_features_on_shapes() {
         "optimizer": "adam", "lr_base": 0.016, "weight_decay": 0.0, "temperature": 0.1,
         "crop_min_scale": 0.25, "checkpoint_every": 5
     }));
-    let reader = ParamReader::new(&p, "science");
-    let cfg = PretextConfig::with_arch(&reader, arch.clone(), IMAGE_SIZE as i64).expect("valid");
+    let cfg = PretextConfig::with_arch(&p, arch.clone(), IMAGE_SIZE as i64).expect("valid");
     let dir = tempfile::tempdir().expect("temp dir");
     let (tx, _rx) = mpsc::channel();
     let never = AtomicBool::new(false);
@@ -66,8 +65,7 @@ fn simclr_features_beat_random_features_on_shapes() {
     let p = common::params(json!({
         "batch_size": 64, "lr": 0.02, "max_epochs": 100, "patience": 20, "seed": 0
     }));
-    let reader = ParamReader::new(&p, "science-linear");
-    let dcfg = DownstreamConfig::with_arch(&reader, arch, IMAGE_SIZE as i64, true).expect("valid");
+    let dcfg = DownstreamConfig::with_arch(&p, arch, IMAGE_SIZE as i64, true).expect("valid");
     let probe = |init: Option<&std::path::Path>| {
         downstream::train(
             Protocol::Linear,

@@ -23,7 +23,7 @@ pub async fn load(store: &Store, sweep: &str) -> ReportResult<ReportInput> {
     let mut curves = BTreeMap::new();
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
-        let kind = stage_kind(&spec, &row.stage, &row.kind);
+        let kind = stage_kind(&spec, &row.stage, row.kind);
         if kind == StageKind::Pretext && row.state != store::JobState::Queued {
             let curve = loss_curve(&store.metrics(row.id).await?);
             if !curve.is_empty() {
@@ -155,13 +155,8 @@ fn stage_infos(spec: &Spec) -> Vec<StageInfo> {
         .collect()
 }
 
-fn stage_kind(spec: &Spec, stage: &str, stored: &str) -> StageKind {
-    spec.stage(stage).map(|s| s.kind).unwrap_or(match stored {
-        "pretext" => StageKind::Pretext,
-        "linear" => StageKind::Linear,
-        "finetune" => StageKind::Finetune,
-        _ => StageKind::Command,
-    })
+fn stage_kind(spec: &Spec, stage: &str, stored: StageKind) -> StageKind {
+    spec.stage(stage).map_or(stored, |s| s.kind)
 }
 
 fn report_state(state: store::JobState) -> JobState {

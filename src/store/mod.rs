@@ -414,13 +414,12 @@ impl std::fmt::Display for JobState {
     }
 }
 
-pub(crate) fn parse_kind(text: &str) -> StageKind {
-    match text {
-        "pretext" => StageKind::Pretext,
-        "linear" => StageKind::Linear,
-        "finetune" => StageKind::Finetune,
-        _ => StageKind::Command,
-    }
+/// A stored stage kind; a row this binary cannot read is an error, never a default.
+pub(crate) fn parse_kind(text: &str) -> Result<StageKind, sqlx::Error> {
+    StageKind::parse(text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: "kind".into(),
+        source: format!("unknown stage kind {text:?}").into(),
+    })
 }
 
 /// What `submit` did.
@@ -504,7 +503,7 @@ pub struct JobRow {
     pub id: Uuid,
     pub sweep: String,
     pub stage: String,
-    pub kind: String,
+    pub kind: StageKind,
     pub key: String,
     pub params: Params,
     pub state: JobState,

@@ -142,7 +142,7 @@ impl Store {
                     id: row.try_get::<Id, _>("id")?.0,
                     sweep: row.try_get("sweep")?,
                     stage: row.try_get("stage")?,
-                    kind: parse_kind(row.try_get("kind")?),
+                    kind: parse_kind(row.try_get("kind")?)?,
                     key: row.try_get("key")?,
                     params: row.try_get::<Json<Params>, _>("params")?.0,
                     attempt: row.try_get("attempt")?,

@@ -317,7 +317,7 @@ where
         id: row.try_get::<Id, _>("id")?.0,
         sweep: row.try_get("sweep")?,
         stage: row.try_get("stage")?,
-        kind: row.try_get("kind")?,
+        kind: super::parse_kind(&row.try_get::<String, _>("kind")?)?,
         key: row.try_get("key")?,
         params: row.try_get::<Json<Params>, _>("params")?.0,
         state: parse_state(&state)?,

@@ -2,13 +2,15 @@
 //! cross-field rule lives here, and every refusal names the file, `line:column` and
 //! field, before anything is written to a store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Number, Value};
 use toml::Spanned;
 
+use super::expand;
+use super::params::{self, CommandParams, DownstreamParams, JobParams, ParamError, PretextParams};
 use super::raw::{self, RawDataset, RawFile, RawParams, RawSelection, RawStage};
 use super::{
     DatasetSpec, OnFailure, Overrides, Params, Preference, SelectionSpec, Spec, StageKind,
@@ -28,16 +30,8 @@ pub const EVALUATION_METRICS: &[&str] = &["accuracy", "precision", "recall", "f1
 /// them in when it starts the job (see [`render_command`](super::expand::render_command)).
 pub const RUNTIME_PLACEHOLDERS: &[&str] = &["job_id", "attempt", "job_dir", "data_root"];
 
-/// Parameters with a meaning the trainer relies on, checked wherever they appear
-/// (grid or fixed parameters).
-const UNIT_INTERVAL_PARAMS: &[&str] = &["data_fraction"];
-const POSITIVE_INTEGER_PARAMS: &[&str] = &[
-    "batch_size",
-    "epochs",
-    "max_epochs",
-    "projection_dim",
-    "image_size",
-];
+/// Cells a stage may expand to unless `--max-cells` says otherwise.
+pub const DEFAULT_MAX_CELLS: usize = 100_000;
 
 /// Builds the [`Spec`] from a parsed file. `text` and `origin` are only used to
 /// turn spans into `file:line:column`.
@@ -89,13 +83,9 @@ impl Checker<'_> {
                 }
                 absolute(root.get_ref())
             }
-            (None, None) => {
-                return Err(self.invalid(
-                    sweep_span,
-                    "sweep.data_root",
-                    "missing: set `data_root` here or pass --data-root",
-                ))
-            }
+            // Only an error once a stage needs a dataset (a command-only sweep
+            // needs none); checked below.
+            (None, None) => PathBuf::new(),
         };
         let seeds = match &sweep.seeds {
             Some(seeds) => self.seeds(seeds, "sweep.seeds")?,
@@ -165,6 +155,9 @@ impl Checker<'_> {
                 selection_index: &selection_index,
                 stages: &stages,
                 stage_fields: &stage_fields,
+                sweep_seeds: seeds.len(),
+                first_seed: seeds[0],
+                max_cells: overrides.max_cells.unwrap_or(DEFAULT_MAX_CELLS),
             };
             let (checked, fields) =
                 self.stage(index, stage.get_ref(), stage.span(), &context, defaults)?;
@@ -175,6 +168,26 @@ impl Checker<'_> {
         let mut selections = Vec::new();
         for (index, selection) in raw_file.selections.iter().enumerate() {
             selections.push(self.selection(index, selection.get_ref(), &stages, &stage_fields)?);
+        }
+
+        let used: BTreeSet<&str> = stages.iter().filter_map(|s| s.dataset.as_deref()).collect();
+        let data_root = if used.is_empty() && data_root.as_os_str().is_empty() {
+            absolute(Path::new("."))
+        } else if data_root.as_os_str().is_empty() {
+            return Err(self.invalid(
+                sweep_span,
+                "sweep.data_root",
+                "missing: set `data_root` here or pass --data-root",
+            ));
+        } else {
+            data_root
+        };
+        if overrides.check_data {
+            for (dataset_name, dataset) in &raw_file.datasets.0 {
+                if used.contains(dataset_name.as_str()) {
+                    self.dataset_on_disk(&data_root, dataset_name, dataset.get_ref())?;
+                }
+            }
         }
 
         Ok(Spec {
@@ -303,6 +316,35 @@ impl Checker<'_> {
             out.push(label.get_ref().clone());
         }
         Ok(out)
+    }
+
+    /// A dataset's folders must exist where the sweep says its data lives.
+    fn dataset_on_disk(&self, root: &Path, name: &str, dataset: &RawDataset) -> SweepResult<()> {
+        let folders = std::iter::once(("folder", &dataset.folder)).chain(
+            dataset
+                .test_folder
+                .as_ref()
+                .map(|test| ("test_folder", test)),
+        );
+        for (key, folder) in folders {
+            let path = root.join(folder.get_ref());
+            if !path.is_dir() {
+                let why = if root.is_dir() {
+                    format!("{} is not a folder", path.display())
+                } else {
+                    format!("the data root {} does not exist", root.display())
+                };
+                return Err(self.invalid(
+                    folder.span(),
+                    format!("datasets.{name}.{key}"),
+                    format!(
+                        "{why} (set data_root or --data-root; --no-data-check skips this \
+                         check when the data lives only on the workers)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn dataset(&self, dataset: &RawDataset, field: &str) -> SweepResult<DatasetSpec> {
@@ -446,21 +488,16 @@ impl Checker<'_> {
             ));
         }
 
-        let kind = match stage.kind.get_ref().as_str() {
-            "command" => StageKind::Command,
-            "pretext" => StageKind::Pretext,
-            "linear" => StageKind::Linear,
-            "finetune" => StageKind::Finetune,
-            other => {
-                return Err(self.invalid(
-                    stage.kind.span(),
-                    field("kind"),
-                    format!(
-                        "unknown stage kind {other:?}: use \"command\", \"pretext\", \
-                         \"linear\" or \"finetune\""
-                    ),
-                ))
-            }
+        let Some(kind) = StageKind::parse(stage.kind.get_ref()) else {
+            return Err(self.invalid(
+                stage.kind.span(),
+                field("kind"),
+                format!(
+                    "unknown stage kind {:?}: use \"command\", \"pretext\", \
+                     \"linear\" or \"finetune\"",
+                    stage.kind.get_ref()
+                ),
+            ));
         };
 
         let dataset = match &stage.dataset {
@@ -516,10 +553,26 @@ impl Checker<'_> {
                         ),
                     ));
                 };
+                let upstream_kind = context.stages[upstream].kind;
+                if matches!(kind, StageKind::Linear | StageKind::Finetune)
+                    && upstream_kind != StageKind::Pretext
+                {
+                    return Err(self.invalid(
+                        from.span(),
+                        field("from"),
+                        format!(
+                            "selection `{}` ranks the {} stage `{ranked}`; a {} stage \
+                             starts from a pretext stage's checkpoint",
+                            from.get_ref(),
+                            upstream_kind.as_str(),
+                            kind.as_str()
+                        ),
+                    ));
+                }
                 fields.names = context.stage_fields[upstream].names.clone();
                 if matches!(kind, StageKind::Linear | StageKind::Finetune) {
                     // Not inherited (see `expand::downstream`); the stage's own count.
-                    for key in crate::train::config::DOWNSTREAM_KEYS {
+                    for key in DownstreamParams::OWN_KEYS {
                         fields.names.remove(*key);
                     }
                 }
@@ -540,6 +593,8 @@ impl Checker<'_> {
         };
 
         let mut grid: Vec<(String, Vec<Value>)> = Vec::new();
+        // Where each grid value and fixed parameter was written, for the typed check.
+        let mut spans = ParamSpans::default();
         if let Some(raw_grid) = &stage.grid {
             if from.is_some() && !raw_grid.get_ref().0.is_empty() {
                 return Err(self.invalid(
@@ -559,19 +614,23 @@ impl Checker<'_> {
                         "has no values: give at least one",
                     ));
                 }
-                let mut checked: Vec<Value> = Vec::new();
+                let mut checked: Vec<Value> = Vec::with_capacity(values.get_ref().len());
+                // One hash lookup per value: a long axis is checked in linear time.
+                let mut seen: HashSet<String> = HashSet::with_capacity(values.get_ref().len());
                 for value in values.get_ref() {
                     let json = self.json_value(value, &axis_field)?;
-                    if checked.iter().any(|earlier| same_value(earlier, &json)) {
+                    if !seen.insert(value_identity(&json)) {
                         return Err(self.invalid(
                             value.span(),
                             axis_field,
                             format!("{json} is listed twice"),
                         ));
                     }
-                    self.known_parameter(kind, axis, &json, value.span(), &axis_field)?;
                     checked.push(json);
                 }
+                spans
+                    .grid
+                    .push(values.get_ref().iter().map(Spanned::span).collect());
                 grid.push((axis.clone(), checked));
             }
         }
@@ -589,7 +648,7 @@ impl Checker<'_> {
                     ));
                 }
                 let json = self.json_value(value, &param_field)?;
-                self.known_parameter(kind, name, &json, value.span(), &param_field)?;
+                spans.fixed.insert(name.clone(), value.span());
                 params.insert(name.clone(), json);
             }
         }
@@ -657,6 +716,23 @@ impl Checker<'_> {
             priority,
             max_attempts,
         };
+        let cells = expand::grid_size(&checked)
+            .saturating_mul(checked.seeds.as_ref().map_or(context.sweep_seeds, Vec::len) as u128);
+        if cells > context.max_cells as u128 {
+            return Err(self.invalid(
+                stage
+                    .grid
+                    .as_ref()
+                    .map_or(stage_span.clone(), Spanned::span),
+                field("grid"),
+                format!(
+                    "{cells} cells (axes × seeds) is over the limit of {}; \
+                     raise it with --max-cells if the study really has that many jobs",
+                    context.max_cells
+                ),
+            ));
+        }
+        self.typed_params(index, &checked, &spans, stage_span, context)?;
         Ok((checked, fields))
     }
 
@@ -680,41 +756,102 @@ impl Checker<'_> {
         to_json(value.get_ref()).map_err(|message| self.invalid(value.span(), field, message))
     }
 
-    /// Rules for the parameters the trainer reads, wherever they are set.
-    fn known_parameter(
+    /// Builds the typed parameters of every cell the stage will run, the way the
+    /// worker will, and points a refusal at the grid value or fixed parameter that
+    /// caused it. Downstream stages run on winners not known yet: their own settings
+    /// are checked against the downstream parameters.
+    fn typed_params(
         &self,
-        kind: StageKind,
-        name: &str,
-        value: &Value,
-        span: Range<usize>,
-        field: &str,
+        index: usize,
+        stage: &StageSpec,
+        spans: &ParamSpans,
+        stage_span: Range<usize>,
+        context: &StageContext,
     ) -> SweepResult<()> {
-        let trains = kind != StageKind::Command;
-        if UNIT_INTERVAL_PARAMS.contains(&name) {
-            match value.as_f64() {
-                Some(fraction) if fraction > 0.0 && fraction <= 1.0 => {}
-                Some(_) => {
-                    return Err(self.invalid(span, field, format!("{value} is outside (0, 1]")))
-                }
-                None => {
-                    return Err(self.invalid(
-                        span,
-                        field,
-                        format!("{value} is not a number in (0, 1]"),
-                    ))
+        let refuse = |error: ParamError, cell: Option<&[usize]>| -> SweepError {
+            let axis = stage.grid.iter().position(|(axis, _)| *axis == error.key);
+            let (span, field) = match (axis, cell) {
+                (Some(axis), Some(cell)) => (
+                    spans.grid[axis][cell[axis]].clone(),
+                    format!("stages[{index}].grid.{}", error.key),
+                ),
+                _ => (
+                    spans
+                        .fixed
+                        .get(&error.key)
+                        .cloned()
+                        .unwrap_or_else(|| stage_span.clone()),
+                    format!("stages[{index}].params.{}", error.key),
+                ),
+            };
+            self.invalid(span, field, error.message)
+        };
+        let Some(known) = JobParams::stage_keys(stage.kind) else {
+            // A command's parameters are its program's, but for the few names the
+            // report and selections read: each value is checked once.
+            for (axis, (name, values)) in stage.grid.iter().enumerate() {
+                for (position, value) in values.iter().enumerate() {
+                    CommandParams::check_value(name, value).map_err(|e| {
+                        let mut cell = vec![0; stage.grid.len()];
+                        cell[axis] = position;
+                        refuse(e, Some(&cell))
+                    })?;
                 }
             }
-        } else if name == "batch_size" || (trains && POSITIVE_INTEGER_PARAMS.contains(&name)) {
-            match value.as_i64() {
-                Some(count) if count >= 1 => {}
-                _ => {
-                    return Err(self.invalid(
-                        span,
-                        field,
-                        format!("{value} is not a positive integer"),
-                    ))
+            for (name, value) in &stage.params {
+                CommandParams::check_value(name, value).map_err(|e| refuse(e, None))?;
+            }
+            return Ok(());
+        };
+        // Unknown names first, once per name, with the closest known one.
+        for name in stage
+            .grid
+            .iter()
+            .map(|(axis, _)| axis)
+            .chain(stage.params.keys())
+        {
+            if !known.contains(&name.as_str()) {
+                let message = if DownstreamParams::ARCHITECTURE_KEYS.contains(&name.as_str())
+                    && stage.from.is_some()
+                {
+                    "comes from the winner this stage runs on and cannot be set here".to_owned()
+                } else {
+                    params::unknown_key_message(name, known)
+                };
+                return Err(refuse(
+                    ParamError {
+                        key: name.clone(),
+                        message,
+                    },
+                    Some(&vec![0; stage.grid.len()]),
+                ));
+            }
+        }
+        match stage.kind {
+            StageKind::Pretext => {
+                let seed = stage
+                    .seeds
+                    .as_ref()
+                    .and_then(|seeds| seeds.first())
+                    .copied()
+                    .unwrap_or(context.first_seed);
+                for cell in expand::cell_indices(stage) {
+                    let mut params = expand::cell_at(stage, &cell);
+                    params.extend(stage.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    params.insert("seed".to_owned(), Value::from(seed));
+                    PretextParams::from_params(&params).map_err(|e| refuse(e, Some(&cell)))?;
                 }
             }
+            StageKind::Linear | StageKind::Finetune => {
+                // The winner supplies the architecture; any known one checks the rest.
+                let mut params = stage.params.clone();
+                params.insert(
+                    "backbone".to_owned(),
+                    Value::from(params::SMALL_RESNET.name),
+                );
+                DownstreamParams::from_params(&params).map_err(|e| refuse(e, None))?;
+            }
+            StageKind::Command => {}
         }
         Ok(())
     }
@@ -939,6 +1076,17 @@ struct StageContext<'a> {
     /// The stages checked so far (those before this one).
     stages: &'a [StageSpec],
     stage_fields: &'a [StageFields],
+    /// The sweep's seeds: how many, and the first (what a cell's check runs with).
+    sweep_seeds: usize,
+    first_seed: i64,
+    max_cells: usize,
+}
+
+/// Spans of a stage's grid values (per axis, per value) and fixed parameters.
+#[derive(Debug, Default)]
+struct ParamSpans {
+    grid: Vec<Vec<Range<usize>>>,
+    fixed: HashMap<String, Range<usize>>,
 }
 
 /// A data_root relative to the current directory, as the user typed it on the
@@ -991,6 +1139,15 @@ pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         _ => a == b,
+    }
+}
+
+/// A text that two values share exactly when [`same_value`] holds: numbers by their
+/// `f64` value, anything else by its JSON.
+fn value_identity(value: &Value) -> String {
+    match value {
+        Value::Number(number) => format!("n:{:?}", number.as_f64()),
+        other => format!("j:{other}"),
     }
 }
 

@@ -32,7 +32,7 @@ pub fn expand(spec: &Spec) -> Vec<JobSpec> {
 /// selection (one per seed where the stage sets its own seeds). Its parameters are the
 /// winner's, overlaid by the stage's own; for linear and fine-tune stages the
 /// winner's values of the downstream training settings
-/// ([`crate::train::config::DOWNSTREAM_KEYS`], e.g. `batch_size`) are left out first,
+/// ([`super::params::DownstreamParams::OWN_KEYS`], e.g. `batch_size`) are left out first,
 /// so a setting the stage does not give takes the protocol's default rather than
 /// the pretext job's. An unknown selection starts nothing.
 pub fn downstream(spec: &Spec, selection: &str, winner: &Candidate) -> Vec<JobSpec> {
@@ -44,7 +44,7 @@ pub fn downstream(spec: &Spec, selection: &str, winner: &Candidate) -> Vec<JobSp
     {
         let mut params = winner.params.clone();
         if matches!(stage.kind, StageKind::Linear | StageKind::Finetune) {
-            for key in crate::train::config::DOWNSTREAM_KEYS {
+            for key in super::params::DownstreamParams::OWN_KEYS {
                 params.remove(*key);
             }
         }
@@ -75,7 +75,7 @@ pub fn dry_run_summary(spec: &Spec) -> String {
     for stage in &spec.stages {
         match &stage.from {
             None => {
-                let count = root_jobs(spec, stage).len();
+                let count = cell_indices(stage).count() * spec.seeds_of(stage).len();
                 now += count;
                 lines.push(format!(
                     "{}: {}{}",
@@ -255,31 +255,67 @@ fn dataset_config(spec: &Spec, stage: &StageSpec) -> Value {
     }
 }
 
-/// The grid cells of a stage, axes in file order (first slowest), minus excludes.
-fn cells(stage: &StageSpec) -> Vec<Params> {
-    let mut cells = vec![Params::new()];
-    for (axis, values) in &stage.grid {
-        cells = cells
-            .into_iter()
-            .flat_map(|cell| {
-                values.iter().map(move |value| {
-                    let mut cell = cell.clone();
-                    cell.insert(axis.clone(), value.clone());
-                    cell
-                })
-            })
-            .collect();
-    }
-    cells.retain(|cell| !stage.exclude.iter().any(|rule| matches_rule(cell, rule)));
-    cells
+/// How many cells a stage's grid has before excludes (the product of its axes'
+/// lengths), counted without expanding it; saturates instead of overflowing.
+pub fn grid_size(stage: &StageSpec) -> u128 {
+    stage.grid.iter().fold(1u128, |product, (_, values)| {
+        product.saturating_mul(values.len() as u128)
+    })
 }
 
-/// A cell matches an exclude rule when it has every value the rule names.
-fn matches_rule(cell: &Params, rule: &Params) -> bool {
-    rule.iter().all(|(axis, value)| {
-        cell.get(axis)
-            .is_some_and(|cell_value| same_value(cell_value, value))
+/// The grid cells of a stage as value indices per axis, axes in file order (first
+/// slowest), minus excludes. Lazy: one cell in memory at a time, whatever the grid's
+/// size.
+pub fn cell_indices(stage: &StageSpec) -> impl Iterator<Item = Vec<usize>> + '_ {
+    let lengths: Vec<usize> = stage.grid.iter().map(|(_, values)| values.len()).collect();
+    let mut next = if lengths.contains(&0) {
+        None
+    } else {
+        Some(vec![0; lengths.len()])
+    };
+    std::iter::from_fn(move || {
+        let current = next.take()?;
+        // Odometer: the last axis turns fastest.
+        let mut following = current.clone();
+        for axis in (0..lengths.len()).rev() {
+            following[axis] += 1;
+            if following[axis] < lengths[axis] {
+                next = Some(following);
+                break;
+            }
+            following[axis] = 0;
+        }
+        Some(current)
     })
+    .filter(move |indices| !excluded(stage, indices))
+}
+
+/// The cell at these value indices.
+pub fn cell_at(stage: &StageSpec, indices: &[usize]) -> Params {
+    stage
+        .grid
+        .iter()
+        .zip(indices)
+        .map(|((axis, values), &index)| (axis.clone(), values[index].clone()))
+        .collect()
+}
+
+fn excluded(stage: &StageSpec, indices: &[usize]) -> bool {
+    stage.exclude.iter().any(|rule| {
+        rule.iter().all(|(axis, value)| {
+            stage
+                .grid
+                .iter()
+                .zip(indices)
+                .find(|((name, _), _)| name == axis)
+                .is_some_and(|((_, values), &index)| same_value(&values[index], value))
+        })
+    })
+}
+
+/// The grid cells of a stage, lazily (see [`cell_indices`]).
+fn cells(stage: &StageSpec) -> impl Iterator<Item = Params> + '_ {
+    cell_indices(stage).map(move |indices| cell_at(stage, &indices))
 }
 
 fn root_jobs(spec: &Spec, stage: &StageSpec) -> Vec<JobSpec> {
@@ -315,10 +351,14 @@ fn grid_shape(spec: &Spec, stage: &StageSpec) -> String {
         .map(|(axis, values)| format!("{} {axis}", values.len()))
         .collect();
     factors.push(plural(spec.seeds_of(stage).len(), "seed"));
-    let full: usize = stage.grid.iter().map(|(_, values)| values.len()).product();
-    let excluded = full - cells(stage).len();
+    let full = grid_size(stage);
+    let excluded = if stage.exclude.is_empty() {
+        0
+    } else {
+        full.saturating_sub(cell_indices(stage).count() as u128)
+    };
     let excluded = if excluded > 0 {
-        format!(", {} excluded", plural(excluded, "cell"))
+        format!(", {} excluded", plural(excluded as usize, "cell"))
     } else {
         String::new()
     };
@@ -433,10 +473,60 @@ mod tests {
     }
 
     #[test]
-    fn exclude_rules_match_on_every_named_value() {
-        let cell = params(json!({"a": 1, "b": "x"}));
-        assert!(matches_rule(&cell, &params(json!({"a": 1.0}))));
-        assert!(matches_rule(&cell, &params(json!({"a": 1, "b": "x"}))));
-        assert!(!matches_rule(&cell, &params(json!({"a": 1, "b": "y"}))));
+    fn cells_turn_the_last_axis_fastest_and_skip_excluded_ones() {
+        let stage = StageSpec {
+            name: "s".into(),
+            kind: StageKind::Command,
+            dataset: None,
+            grid: vec![
+                ("a".into(), vec![json!(1), json!(2)]),
+                ("b".into(), vec![json!("x"), json!("y"), json!("z")]),
+            ],
+            params: Params::new(),
+            // 1.0 matches the integer 1: numbers compare by value.
+            exclude: vec![
+                params(json!({"a": 1.0, "b": "y"})),
+                params(json!({"b": "z"})),
+            ],
+            from: None,
+            command: Some(vec!["true".into()]),
+            seeds: None,
+            priority: 0,
+            max_attempts: 1,
+        };
+        let cells: Vec<Vec<usize>> = cell_indices(&stage).collect();
+        assert_eq!(cells, [vec![0, 0], vec![1, 0], vec![1, 1]]);
+        assert_eq!(grid_size(&stage), 6);
+        assert_eq!(cell_at(&stage, &[1, 1]), params(json!({"a": 2, "b": "y"})));
+    }
+
+    #[test]
+    fn a_huge_grid_is_counted_not_expanded() {
+        let axis = |name: &str| (name.to_owned(), (0..1000).map(|i| json!(i)).collect());
+        let mut stage = StageSpec {
+            name: "s".into(),
+            kind: StageKind::Command,
+            dataset: None,
+            grid: vec![
+                axis("a"),
+                axis("b"),
+                axis("c"),
+                axis("d"),
+                axis("e"),
+                axis("f"),
+                axis("g"),
+            ],
+            params: Params::new(),
+            exclude: Vec::new(),
+            from: None,
+            command: Some(vec!["true".into()]),
+            seeds: None,
+            priority: 0,
+            max_attempts: 1,
+        };
+        assert_eq!(grid_size(&stage), 10u128.pow(21));
+        assert_eq!(cell_indices(&stage).take(3).count(), 3);
+        stage.grid.push(("h".into(), Vec::new()));
+        assert_eq!(cell_indices(&stage).count(), 0);
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 pub mod check;
 pub mod error;
 pub mod expand;
+pub mod params;
 pub mod raw;
 pub mod select;
 
@@ -24,6 +25,12 @@ pub use error::{SweepError, SweepResult};
 pub struct Overrides {
     /// Replaces `[sweep] data_root` (`--data-root`, `SWEEPER_DATA_ROOT`).
     pub data_root: Option<PathBuf>,
+    /// Most cells a stage may expand to (`--max-cells`);
+    /// [`check::DEFAULT_MAX_CELLS`] when unset.
+    pub max_cells: Option<usize>,
+    /// Refuse datasets whose folders are missing under the data root (`submit`
+    /// does, unless `--no-data-check`: the data may live only on the workers).
+    pub check_data: bool,
 }
 
 /// A checked sweep file with the text it was read from.
@@ -112,6 +119,21 @@ pub enum StageKind {
 }
 
 impl StageKind {
+    pub const ALL: [StageKind; 4] = [
+        StageKind::Command,
+        StageKind::Pretext,
+        StageKind::Linear,
+        StageKind::Finetune,
+    ];
+
+    /// The one parser of a stage kind: the sweep file, the store's rows and the
+    /// report all read it through here.
+    pub fn parse(text: &str) -> Option<StageKind> {
+        StageKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StageKind::Command => "command",

@@ -13,6 +13,7 @@ use super::backbone::{self, Backbone};
 use super::optim::OptimizerKind;
 use super::schedule::LrScaling;
 use super::{TrainError, TrainResult};
+use crate::sweep::params::{DownstreamParams, ParamError, PretextParams};
 use crate::sweep::Params;
 
 /// Builds a backbone's variables under a path.
@@ -82,21 +83,9 @@ impl PretextConfig {
     }
 }
 
-/// The parameters a downstream (linear or fine-tune) job reads.
-///
-/// A downstream job's parameters are its pretext winner's, overlaid by the stage's
-/// own (see [`crate::sweep::expand::downstream`]). From the winner it takes the
-/// architecture, [`ARCHITECTURE_KEYS`] (and the `seed`, unless the stage sets
-/// seeds); its training settings, [`DOWNSTREAM_KEYS`], are its own: where the stage
-/// leaves one out, the protocol's default applies, never the value the pretext job
-/// trained with (a pretext batch of 64 does not make a linear-protocol batch of 64).
-pub const DOWNSTREAM_KEYS: &[&str] = &["batch_size", "lr", "max_epochs", "patience"];
-
-/// The winner's parameters that describe the network a downstream job loads.
-pub const ARCHITECTURE_KEYS: &[&str] = &["backbone", "image_size"];
-
-/// Settings of a linear-protocol or fine-tune job: the architecture keys, the
-/// downstream keys and `seed`, nothing else (see [`DOWNSTREAM_KEYS`]).
+/// Settings of a linear-protocol or fine-tune job, resolved from its typed
+/// parameters ([`DownstreamParams`]): the winner's architecture, the stage's own
+/// training settings or the protocol's defaults.
 #[derive(Debug, Clone)]
 pub struct DownstreamConfig {
     pub arch: Architecture,
@@ -108,197 +97,65 @@ pub struct DownstreamConfig {
     pub seed: u64,
 }
 
-/// Reads typed values from a job's parameters; every error names the job.
-pub struct ParamReader<'a> {
-    params: &'a Params,
-    job: String,
-}
-
-impl<'a> ParamReader<'a> {
-    pub fn new(params: &'a Params, job: impl fmt::Display) -> Self {
-        ParamReader {
-            params,
-            job: job.to_string(),
-        }
-    }
-
-    pub fn bad(&self, name: &str, why: impl fmt::Display) -> TrainError {
-        TrainError::Fatal(format!("job {}: parameter `{name}` {why}", self.job))
-    }
-
-    fn get(&self, name: &str) -> Option<&'a Value> {
-        self.params.get(name).filter(|v| !v.is_null())
-    }
-
-    pub fn f64_or(&self, name: &str, default: f64) -> TrainResult<f64> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| self.bad(name, format!("must be a number, got {v}"))),
-        }
-    }
-
-    pub fn opt_f64(&self, name: &str) -> TrainResult<Option<f64>> {
-        self.get(name).map(|_| self.f64_or(name, 0.0)).transpose()
-    }
-
-    pub fn i64_or(&self, name: &str, default: i64) -> TrainResult<i64> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .as_i64()
-                .ok_or_else(|| self.bad(name, format!("must be an integer, got {v}"))),
-        }
-    }
-
-    pub fn opt_i64(&self, name: &str) -> TrainResult<Option<i64>> {
-        self.get(name).map(|_| self.i64_or(name, 0)).transpose()
-    }
-
-    pub fn str_or(&self, name: &str, default: &'a str) -> TrainResult<&'a str> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .as_str()
-                .ok_or_else(|| self.bad(name, format!("must be a string, got {v}"))),
-        }
-    }
-
-    pub fn bool_or(&self, name: &str, default: bool) -> TrainResult<bool> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.bad(name, format!("must be true or false, got {v}"))),
-        }
-    }
-
-    pub fn positive_i64(&self, name: &str, default: i64) -> TrainResult<i64> {
-        let v = self.i64_or(name, default)?;
-        if v < 1 {
-            return Err(self.bad(name, format!("must be at least 1, got {v}")));
-        }
-        Ok(v)
-    }
-
-    pub fn positive_f64(&self, name: &str, default: f64) -> TrainResult<f64> {
-        let v = self.f64_or(name, default)?;
-        if v <= 0.0 {
-            return Err(self.bad(name, format!("must be positive, got {v}")));
-        }
-        Ok(v)
-    }
-
-    /// The backbone and the image size it is fed, checked against its minimum.
-    pub fn arch_and_size(&self) -> TrainResult<(Architecture, i64)> {
-        let name = self
-            .get("backbone")
-            .ok_or_else(|| self.bad("backbone", "is missing"))?;
-        let name = name
-            .as_str()
-            .ok_or_else(|| self.bad("backbone", format!("must be a string, got {name}")))?;
-        let arch = Architecture::named(name).map_err(|e| self.bad("backbone", e))?;
-        let default = backbone::info(name)?.default_input;
-        let image_size = self.positive_i64("image_size", default)?;
-        backbone::check_input(name, image_size).map_err(|e| self.bad("image_size", e))?;
-        Ok((arch, image_size))
-    }
-
-    pub fn seed(&self) -> TrainResult<u64> {
-        // Negative seeds are fine: only the bits matter.
-        Ok(self.i64_or("seed", 0)? as u64)
-    }
+/// A typed-parameter refusal, as a final training error that names the job.
+fn refused(job: impl fmt::Display, error: ParamError) -> TrainError {
+    TrainError::Fatal(format!("job {job}: {error}"))
 }
 
 impl PretextConfig {
+    /// The configuration of a stored pretext job (its parameters were checked at
+    /// submit; they are checked again here because a store can be written by hand).
     pub fn from_params(params: &Params, job: impl fmt::Display) -> TrainResult<PretextConfig> {
-        let r = ParamReader::new(params, job);
-        let (arch, image_size) = r.arch_and_size()?;
-        PretextConfig::with_arch(&r, arch, image_size)
+        let typed = PretextParams::from_params(params).map_err(|e| refused(&job, e))?;
+        PretextConfig::from_typed(&typed)
     }
 
-    /// Everything but the backbone, read from `r` (tests pass their own network).
+    pub fn from_typed(params: &PretextParams) -> TrainResult<PretextConfig> {
+        let arch = Architecture::named(&params.backbone)?;
+        Ok(PretextConfig::resolve(
+            params,
+            arch,
+            params.resolved_image_size(),
+        ))
+    }
+
+    /// Every setting of `settings` but the backbone, which is `arch` (tests and the
+    /// benchmark pass their own network).
     pub fn with_arch(
-        r: &ParamReader<'_>,
+        settings: &Params,
         arch: Architecture,
         image_size: i64,
     ) -> TrainResult<PretextConfig> {
-        let batch_size = r.positive_i64("batch_size", 256)?;
-        if batch_size < 2 {
-            return Err(r.bad(
-                "batch_size",
-                "must be at least 2 (batch norm needs two samples)",
-            ));
-        }
-        let data_fraction = r.f64_or("data_fraction", 1.0)?;
-        if !(data_fraction > 0.0 && data_fraction <= 1.0) {
-            return Err(r.bad(
-                "data_fraction",
-                format!("must be in (0, 1], got {data_fraction}"),
-            ));
-        }
-        let epochs = r.positive_i64("epochs", 100)?;
-        let optimizer_name = r.str_or("optimizer", "lars")?;
-        let optimizer = OptimizerKind::parse(optimizer_name).ok_or_else(|| {
-            r.bad(
-                "optimizer",
-                format!("must be lars, sgd or adam, got {optimizer_name:?}"),
-            )
-        })?;
-        let lr_scaling = if r.bool_or("lr_sqrt", false)? {
-            LrScaling::Sqrt {
-                base: r.positive_f64("lr_base", 0.075)?,
-            }
-        } else {
-            LrScaling::Linear {
-                base: r.positive_f64("lr_base", 0.3)?,
-            }
-        };
-        let weight_decay = r.f64_or("weight_decay", 1e-6)?;
-        if weight_decay < 0.0 {
-            return Err(r.bad(
-                "weight_decay",
-                format!("must not be negative, got {weight_decay}"),
-            ));
-        }
-        let warmup_epochs = r.f64_or("warmup_epochs", 10.0)?;
-        if warmup_epochs < 0.0 {
-            return Err(r.bad(
-                "warmup_epochs",
-                format!("must not be negative, got {warmup_epochs}"),
-            ));
-        }
-        let augment_strength = r.opt_f64("augment_strength")?;
-        if let Some(s) = augment_strength.filter(|s| !(0.0..=2.0).contains(s)) {
-            return Err(r.bad("augment_strength", format!("must be in [0, 2], got {s}")));
-        }
-        let crop_min_scale = r.f64_or("crop_min_scale", 0.08)?;
-        if !(crop_min_scale > 0.0 && crop_min_scale <= 1.0) {
-            return Err(r.bad(
-                "crop_min_scale",
-                format!("must be in (0, 1], got {crop_min_scale}"),
-            ));
-        }
-        Ok(PretextConfig {
+        let typed = PretextParams::from_params(&with_placeholder_backbone(settings))
+            .map_err(|e| refused(&arch.name, e))?;
+        Ok(PretextConfig::resolve(&typed, arch, image_size))
+    }
+
+    fn resolve(p: &PretextParams, arch: Architecture, image_size: i64) -> PretextConfig {
+        let base = p.resolved_lr_base();
+        PretextConfig {
             arch,
-            batch_size,
-            projection_dim: r.positive_i64("projection_dim", 128)?,
-            data_fraction,
-            epochs,
-            temperature: r.positive_f64("temperature", 0.5)?,
-            optimizer,
-            lr_scaling,
-            weight_decay,
+            batch_size: p.batch_size,
+            projection_dim: p.projection_dim,
+            data_fraction: p.data_fraction,
+            epochs: p.epochs,
+            temperature: p.temperature,
+            optimizer: p.optimizer,
+            lr_scaling: if p.lr_sqrt {
+                LrScaling::Sqrt { base }
+            } else {
+                LrScaling::Linear { base }
+            },
+            weight_decay: p.weight_decay,
             // A short run keeps a tenth of itself for warmup, like the 10 of 100 default.
-            warmup_epochs: warmup_epochs.min(epochs as f64 / 10.0),
+            warmup_epochs: p.warmup_epochs.min(p.epochs as f64 / 10.0),
             image_size,
-            checkpoint_every: r.positive_i64("checkpoint_every", 10)?,
-            seed: r.seed()?,
-            augment_strength,
-            crop_min_scale,
-        })
+            checkpoint_every: p.checkpoint_every,
+            // Negative seeds are fine: only the bits matter.
+            seed: p.seed as u64,
+            augment_strength: p.augment_strength,
+            crop_min_scale: p.crop_min_scale,
+        }
     }
 }
 
@@ -310,32 +167,57 @@ impl DownstreamConfig {
         job: impl fmt::Display,
         linear: bool,
     ) -> TrainResult<DownstreamConfig> {
-        let r = ParamReader::new(params, job);
-        let (arch, image_size) = r.arch_and_size()?;
-        DownstreamConfig::with_arch(&r, arch, image_size, linear)
+        let typed = DownstreamParams::from_params(params).map_err(|e| refused(&job, e))?;
+        let arch = Architecture::named(&typed.backbone)?;
+        Ok(DownstreamConfig::resolve(
+            &typed,
+            arch,
+            typed.resolved_image_size(),
+            linear,
+        ))
     }
 
+    /// Every setting of `settings` but the backbone, which is `arch`.
     pub fn with_arch(
-        r: &ParamReader<'_>,
+        settings: &Params,
         arch: Architecture,
         image_size: i64,
         linear: bool,
     ) -> TrainResult<DownstreamConfig> {
-        let (lr, max_epochs, patience) = if linear {
-            (0.2, 100, 10)
-        } else {
-            (1e-4, 30, 5)
-        };
-        Ok(DownstreamConfig {
+        let typed = DownstreamParams::from_params(&with_placeholder_backbone(settings))
+            .map_err(|e| refused(&arch.name, e))?;
+        Ok(DownstreamConfig::resolve(&typed, arch, image_size, linear))
+    }
+
+    fn resolve(
+        p: &DownstreamParams,
+        arch: Architecture,
+        image_size: i64,
+        linear: bool,
+    ) -> DownstreamConfig {
+        let defaults = DownstreamParams::defaults_for(linear);
+        DownstreamConfig {
             arch,
             image_size,
-            batch_size: r.positive_i64("batch_size", 256)?,
-            lr: r.positive_f64("lr", lr)?,
-            max_epochs: r.positive_i64("max_epochs", max_epochs)?,
-            patience: r.positive_i64("patience", patience)?,
-            seed: r.seed()?,
-        })
+            batch_size: p.batch_size,
+            lr: p.lr.unwrap_or(defaults.lr),
+            max_epochs: p.max_epochs.unwrap_or(defaults.max_epochs),
+            patience: p.patience.unwrap_or(defaults.patience),
+            seed: p.seed as u64,
+        }
     }
+}
+
+/// `settings` with a known backbone and no image size, so that the typed
+/// parameters parse when the network and its input size are given separately.
+fn with_placeholder_backbone(settings: &Params) -> Params {
+    let mut settings = settings.clone();
+    settings.insert(
+        "backbone".into(),
+        Value::from(crate::sweep::params::SMALL_RESNET.name),
+    );
+    settings.remove("image_size");
+    settings
 }
 
 #[cfg(test)]

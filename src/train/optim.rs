@@ -31,31 +31,8 @@ pub const MOMENTUM: f64 = 0.9;
 const ADAM_BETAS: (f64, f64) = (0.9, 0.999);
 const ADAM_EPS: f64 = 1e-8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OptimizerKind {
-    Lars,
-    Sgd,
-    Adam,
-}
-
-impl OptimizerKind {
-    pub fn parse(name: &str) -> Option<OptimizerKind> {
-        match name.to_ascii_lowercase().as_str() {
-            "lars" => Some(OptimizerKind::Lars),
-            "sgd" => Some(OptimizerKind::Sgd),
-            "adam" => Some(OptimizerKind::Adam),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OptimizerKind::Lars => "lars",
-            OptimizerKind::Sgd => "sgd",
-            OptimizerKind::Adam => "adam",
-        }
-    }
-}
+/// The one definition of an optimizer name lives with the typed job parameters.
+pub use crate::sweep::params::OptimizerKind;
 
 /// Whether a parameter is left out of weight decay and the trust ratio.
 pub fn is_excluded(weight: &Tensor) -> bool {

@@ -133,8 +133,7 @@ pub fn bench_train(opts: &BenchOptions) -> TrainResult<BenchReport> {
     }
     let arch = Architecture::named(&opts.backbone)?;
     let params = serde_json::Map::new();
-    let reader = super::config::ParamReader::new(&params, "bench");
-    let mut cfg = PretextConfig::with_arch(&reader, arch, opts.image_size)?;
+    let mut cfg = PretextConfig::with_arch(&params, arch, opts.image_size)?;
     cfg.batch_size = opts.batch_size;
     cfg.projection_dim = 128;
     cfg.lr_scaling = LrScaling::Linear { base: 0.3 };

@@ -15,6 +15,7 @@
 use tch::nn;
 
 use super::{TrainError, TrainResult};
+use crate::sweep::params as sizes;
 
 mod inception_resnet_v2;
 mod inception_v3;
@@ -42,40 +43,40 @@ pub struct BackboneInfo {
 /// Every backbone sweeper can build.
 pub static BACKBONES: &[BackboneInfo] = &[
     BackboneInfo {
-        name: "resnet18",
+        name: sizes::RESNET18.name,
         feature_dim: ResNetConfig::RESNET18.feature_dim(),
-        default_input: 224,
-        min_input: 1,
+        default_input: sizes::RESNET18.default_input,
+        min_input: sizes::RESNET18.min_input,
     },
     BackboneInfo {
-        name: "resnet50",
+        name: sizes::RESNET50.name,
         feature_dim: ResNetConfig::RESNET50.feature_dim(),
-        default_input: 224,
-        min_input: 1,
+        default_input: sizes::RESNET50.default_input,
+        min_input: sizes::RESNET50.min_input,
     },
     BackboneInfo {
-        name: "resnet101",
+        name: sizes::RESNET101.name,
         feature_dim: ResNetConfig::RESNET101.feature_dim(),
-        default_input: 224,
-        min_input: 1,
+        default_input: sizes::RESNET101.default_input,
+        min_input: sizes::RESNET101.min_input,
     },
     BackboneInfo {
-        name: "inception_v3",
+        name: sizes::INCEPTION_V3.name,
         feature_dim: inception_v3::FEATURE_DIM,
-        default_input: 299,
-        min_input: 75,
+        default_input: sizes::INCEPTION_V3.default_input,
+        min_input: sizes::INCEPTION_V3.min_input,
     },
     BackboneInfo {
-        name: "inception_resnet_v2",
+        name: sizes::INCEPTION_RESNET_V2.name,
         feature_dim: inception_resnet_v2::FEATURE_DIM,
-        default_input: 299,
-        min_input: 75,
+        default_input: sizes::INCEPTION_RESNET_V2.default_input,
+        min_input: sizes::INCEPTION_RESNET_V2.min_input,
     },
     BackboneInfo {
-        name: "small_resnet",
+        name: sizes::SMALL_RESNET.name,
         feature_dim: ResNetConfig::SMALL.feature_dim(),
-        default_input: 32,
-        min_input: 1,
+        default_input: sizes::SMALL_RESNET.default_input,
+        min_input: sizes::SMALL_RESNET.min_input,
     },
 ];
 
