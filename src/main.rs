@@ -179,6 +179,10 @@ struct SubmitArgs {
     /// the workers' machines).
     #[arg(long)]
     no_data_check: bool,
+    /// Record the file as a new version of the sweep even where it changes what
+    /// stored cells were made with (without it such a file is refused).
+    #[arg(long)]
+    new_version: bool,
 }
 
 #[derive(Debug, Args)]
@@ -723,12 +727,18 @@ async fn submit(db: &str, args: SubmitArgs) -> anyhow::Result<()> {
     let jobs = sweep::expand::expand(&loaded.spec);
     let store = open(db).await?;
     let summary = store
-        .submit(&loaded.spec, &loaded.text, &loaded.hash, &jobs)
+        .submit_version(
+            &loaded.spec,
+            &loaded.text,
+            &loaded.hash,
+            &jobs,
+            args.new_version,
+        )
         .await
         .with_context(|| format!("cannot submit {}", args.file.display()))?;
     println!(
-        "sweep {}: {} jobs added, {} already stored and kept",
-        loaded.spec.name, summary.added, summary.kept
+        "sweep {} (version {}): {} jobs added, {} already stored and kept",
+        loaded.spec.name, summary.version, summary.added, summary.kept
     );
     Ok(())
 }

@@ -142,17 +142,17 @@ async fn submit_twice_and_extend(db: &TestDb) {
     let first = run(db, &sweep_text("[8, 16]"), &[]);
     assert_eq!(
         text(&first).0.trim(),
-        "sweep cli: 4 jobs added, 0 already stored and kept"
+        "sweep cli (version 1): 4 jobs added, 0 already stored and kept"
     );
     let again = run(db, &sweep_text("[8, 16]"), &[]);
     assert_eq!(
         text(&again).0.trim(),
-        "sweep cli: 0 jobs added, 4 already stored and kept"
+        "sweep cli (version 1): 0 jobs added, 4 already stored and kept"
     );
     let wider = run(db, &sweep_text("[8, 16, 32]"), &[]);
     assert_eq!(
         text(&wider).0.trim(),
-        "sweep cli: 2 jobs added, 4 already stored and kept"
+        "sweep cli (version 2): 2 jobs added, 4 already stored and kept"
     );
     let store = db.store().await;
     assert_eq!(store.jobs_for_report("cli").await.unwrap().len(), 6);

@@ -15,7 +15,8 @@ use sweeper::train::schedule::LrScaling;
 
 backend_tests!(
     a_bad_parameter_is_refused_at_its_span_and_nothing_changes,
-    every_documented_parameter_reaches_the_trainer
+    every_documented_parameter_reaches_the_trainer,
+    a_changed_file_is_refused_unless_it_is_a_new_version
 );
 
 /// A valid three-stage sweep with every kind of setting the cases below break.
@@ -661,4 +662,113 @@ async fn every_documented_parameter_reaches_the_trainer(db: &TestDb) {
     winner.remove("patience");
     let fine = DownstreamConfig::from_params(&winner, "finetune", false).expect("valid");
     assert_eq!((fine.lr, fine.max_epochs, fine.patience), (1e-4, 30, 5));
+}
+
+fn query(db: &TestDb, sql: &str) -> String {
+    let output = db.sweeper(&["query", sql, "--format", "csv"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Extending a grid adds cells under a new version; an edit that changes stored
+/// cells is refused with what it changes; `--new-version` records it, and every job
+/// keeps the version it came from.
+async fn a_changed_file_is_refused_unless_it_is_a_new_version(db: &TestDb) {
+    make_data(db);
+    for folder in ["setA", "setB", "setB-test"] {
+        std::fs::create_dir_all(db.path("other").join(folder)).expect("another data root");
+    }
+    let first = submit(db, GOOD, &[]);
+    assert!(first.status.success());
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("(version 1): 8 jobs added"),
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
+    let before = dump(db);
+
+    let edits: [(&str, &str, &[&str], &str); 6] = [
+        (
+            "epochs = 3",
+            "epochs = 5",
+            &[],
+            "stages.pretext.params.epochs: 3 → 5",
+        ),
+        (
+            "split = [0.6, 0.2, 0.2]",
+            "split = [0.5, 0.25, 0.25]",
+            &[],
+            "datasets.A.split",
+        ),
+        (
+            "batch_size = [16, 32]",
+            "batch_size = [16]",
+            &[],
+            "stages.pretext.grid.batch_size: [16, 32] → [16] (removes 32)",
+        ),
+        (
+            "seeds = [0]",
+            "seeds = [1]",
+            &[],
+            "sweep.seeds: [0] → [1] (removes 0)",
+        ),
+        ("top = 1", "top = 2", &[], "selections.winners.top: 1 → 2"),
+        (
+            "epochs = 3",
+            "epochs = 3",
+            &["--data-root", "other"],
+            "data_root: ",
+        ),
+    ];
+    for (old, new, extra, diff) in edits {
+        let output = submit(db, &GOOD.replace(old, new), extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{new}: {stderr}");
+        assert!(stderr.contains(diff), "{new}: {diff:?} in {stderr}");
+        assert!(stderr.contains("--new-version"), "{stderr}");
+    }
+    assert_eq!(dump(db), before, "a refused resubmission changed the store");
+
+    // An extension: two more batch sizes' cells, under version 2.
+    let wider = GOOD.replace("batch_size = [16, 32]", "batch_size = [16, 32, 64]");
+    let extended = submit(db, &wider, &[]);
+    let stdout = String::from_utf8_lossy(&extended.stdout);
+    assert!(
+        stdout.contains("(version 2): 4 jobs added, 8 already stored"),
+        "{stdout}"
+    );
+
+    // A real change, asked for: every cell is new under version 3.
+    let changed = wider.replace("epochs = 3", "epochs = 5");
+    let output = submit(db, &changed, &["--new-version"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("(version 3): 12 jobs added, 0 already"),
+        "{stdout}"
+    );
+
+    assert_eq!(
+        query(db, "SELECT spec_version, COUNT(*) AS n FROM jobs GROUP BY spec_version ORDER BY spec_version"),
+        "spec_version,n\n1,8\n2,4\n3,12\n"
+    );
+    let versions = query(
+        db,
+        "SELECT version, changes FROM sweep_versions ORDER BY version",
+    );
+    assert_eq!(versions.lines().count(), 4, "{versions}");
+    assert!(
+        versions.lines().nth(2).is_some_and(|l| l.contains("[]")),
+        "{versions}"
+    );
+    assert!(
+        versions.contains("stages.pretext.params.epochs"),
+        "{versions}"
+    );
+    // Submitting the newest file again changes nothing.
+    let again = submit(db, &changed, &[]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("(version 3): 0 jobs added"));
 }

@@ -33,6 +33,20 @@ pub enum StoreError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("no sweep named {name:?} in the store")]
     UnknownSweep { name: String },
+    /// A resubmitted file would change cells already stored (see
+    /// [`crate::sweep::version`]); nothing was written.
+    #[error(
+        "sweep {sweep:?}: this file changes what the stored cells of version {version} were \
+         made with:\n{}\nnothing was stored; submit with --new-version to record it as \
+         version {} (stored results keep their version), or give the sweep another name",
+        list_changes(changes),
+        version + 1
+    )]
+    SpecChanged {
+        sweep: String,
+        version: i64,
+        changes: Vec<crate::sweep::version::Change>,
+    },
     #[error("no job with id {id} in the store")]
     UnknownJob { id: uuid::Uuid },
     #[error("the stored spec of sweep {sweep:?} cannot be read")]
@@ -78,9 +92,15 @@ impl StoreError {
             StoreError::BadUrl { .. }
                 | StoreError::UnknownSweep { .. }
                 | StoreError::UnknownJob { .. }
+                | StoreError::SpecChanged { .. }
                 | StoreError::Query { .. }
         )
     }
+}
+
+fn list_changes(changes: &[crate::sweep::version::Change]) -> String {
+    let lines: Vec<String> = changes.iter().map(|c| format!("  {c}")).collect();
+    lines.join("\n")
 }
 
 /// Attaches what the store was doing to a database error.

@@ -429,6 +429,8 @@ pub struct SubmitSummary {
     pub added: u64,
     /// Jobs whose key was already stored, left as they were.
     pub kept: u64,
+    /// The sweep's version after the submit (1 for a new sweep).
+    pub version: i64,
 }
 
 /// A job a worker claimed: everything it needs to run it.

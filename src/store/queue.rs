@@ -14,7 +14,7 @@ use super::{
     JobState, Lease, MetricPoint, Store, StoreError, StoreResult, SubmitSummary, WorkerInfo, Write,
 };
 use crate::sweep::select::{self, Candidate, CandidateState, Decision};
-use crate::sweep::{expand, JobSpec, Params, Spec};
+use crate::sweep::{expand, version, JobSpec, Params, Spec};
 
 impl Store {
     /// Stores the sweep (its text, hash and checked spec) and adds the jobs whose key
@@ -26,10 +26,52 @@ impl Store {
         hash: &str,
         jobs: &[JobSpec],
     ) -> StoreResult<SubmitSummary> {
+        self.submit_version(spec, text, hash, jobs, false).await
+    }
+
+    /// Stores a version of the sweep and adds its missing jobs. A file that only
+    /// extends the stored version (or repeats it) is accepted; one that changes
+    /// stored cells is refused with the changes unless `new_version` is set.
+    pub async fn submit_version(
+        &self,
+        spec: &Spec,
+        text: &str,
+        hash: &str,
+        jobs: &[JobSpec],
+        new_version: bool,
+    ) -> StoreResult<SubmitSummary> {
         let mut tx = self.write_tx().await?;
         let mut conn = tx.conn();
-        conn.upsert_sweep(spec, text, hash).await?;
-        let mut summary = SubmitSummary::default();
+        let stored = conn.sweep_head(&spec.name).await?;
+        let version = match stored {
+            None => {
+                conn.upsert_sweep(spec, text, hash, 1).await?;
+                conn.insert_version(spec, text, hash, 1, &[]).await?;
+                1
+            }
+            Some((version, stored_hash, stored_spec)) => {
+                let changes = version::changes(&stored_spec, spec);
+                if !changes.is_empty() && !new_version {
+                    return Err(StoreError::SpecChanged {
+                        sweep: spec.name.clone(),
+                        version,
+                        changes,
+                    });
+                }
+                if stored_hash == hash && stored_spec == *spec && !new_version {
+                    version
+                } else {
+                    conn.upsert_sweep(spec, text, hash, version + 1).await?;
+                    conn.insert_version(spec, text, hash, version + 1, &changes)
+                        .await?;
+                    version + 1
+                }
+            }
+        };
+        let mut summary = SubmitSummary {
+            version,
+            ..SubmitSummary::default()
+        };
         for job in jobs {
             if conn.insert_job(&spec.name, job, None).await? {
                 summary.added += 1;
@@ -640,14 +682,20 @@ where
 }
 
 impl Conn<'_> {
-    async fn upsert_sweep(&mut self, spec: &Spec, text: &str, hash: &str) -> StoreResult<()> {
+    async fn upsert_sweep(
+        &mut self,
+        spec: &Spec,
+        text: &str,
+        hash: &str,
+        version: i64,
+    ) -> StoreResult<()> {
         on_conn!(self, |c, b| {
             let sql = format!(
-                "INSERT INTO sweeps (name, spec_text, spec_hash, spec_json) \
-                 VALUES ($1, $2, $3, $4) \
+                "INSERT INTO sweeps (name, spec_text, spec_hash, spec_json, version) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET spec_text = excluded.spec_text, \
                      spec_hash = excluded.spec_hash, spec_json = excluded.spec_json, \
-                     updated_at = {now}",
+                     version = excluded.version, updated_at = {now}",
                 now = b.now()
             );
             sqlx::query(&sql)
@@ -655,11 +703,58 @@ impl Conn<'_> {
                 .bind(text)
                 .bind(hash)
                 .bind(Json(spec))
+                .bind(version as i32)
                 .execute(&mut *c)
                 .await
                 .context("cannot store the sweep")?;
         });
         Ok(())
+    }
+
+    async fn insert_version(
+        &mut self,
+        spec: &Spec,
+        text: &str,
+        hash: &str,
+        version: i64,
+        changes: &[version::Change],
+    ) -> StoreResult<()> {
+        on_conn!(self, |c, _b| {
+            sqlx::query(
+                "INSERT INTO sweep_versions (sweep, version, spec_text, spec_hash, spec_json, \
+                                             changes) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&spec.name)
+            .bind(version as i32)
+            .bind(text)
+            .bind(hash)
+            .bind(Json(spec))
+            .bind(Json(changes))
+            .execute(&mut *c)
+            .await
+            .context("cannot store the sweep's version")?;
+        });
+        Ok(())
+    }
+
+    /// The stored sweep's latest version, file hash and checked spec.
+    async fn sweep_head(&mut self, sweep: &str) -> StoreResult<Option<(i64, String, Spec)>> {
+        let row: Option<(i32, String, Json<Value>)> = on_conn!(self, |c, _b| {
+            sqlx::query_as("SELECT version, spec_hash, spec_json FROM sweeps WHERE name = $1")
+                .bind(sweep)
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot read a sweep")?
+        });
+        row.map(|(version, hash, Json(value))| {
+            let spec = serde_json::from_value(value).map_err(|source| StoreError::BadSpec {
+                sweep: sweep.to_owned(),
+                source,
+            })?;
+            Ok((i64::from(version), hash, spec))
+        })
+        .transpose()
     }
 
     /// Inserts a queued job unless its key is stored; true when inserted.
@@ -671,9 +766,12 @@ impl Conn<'_> {
     ) -> StoreResult<bool> {
         on_conn!(self, |c, _b| {
             let done = sqlx::query(
+                // A job belongs to the version of the sweep current when it is added
+                // (a promoted job, to the version its promotion ran under).
                 "INSERT INTO jobs (id, sweep, stage, kind, key, params, priority, max_attempts, \
-                                   parent_job_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                                   parent_job_id, spec_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                         (SELECT version FROM sweeps WHERE name = $2)) \
                  ON CONFLICT (sweep, key) DO NOTHING",
             )
             .bind(Id(Uuid::now_v7()))

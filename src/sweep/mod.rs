@@ -17,6 +17,7 @@ pub mod expand;
 pub mod params;
 pub mod raw;
 pub mod select;
+pub mod version;
 
 pub use error::{SweepError, SweepResult};
 
