@@ -28,6 +28,8 @@
 //! - [`devices`]: what this host trains on (`sweeper devices`), `--device` parsing and
 //!   `auto` GPU picking.
 //! - [`redact`]: passwords masked out of URLs in anything shown or logged.
+//! - [`provenance`]: what produced each attempt's numbers (code, libtorch, device,
+//!   host, dataset fingerprint), stored with the attempt and summarised by `report`.
 //! - [`report`]: the study's tables (Markdown like the seed report, CSV, JSON), CSV
 //!   import of results run elsewhere, and plots.
 //!
@@ -36,6 +38,7 @@
 
 pub mod artifacts;
 pub mod devices;
+pub mod provenance;
 pub mod redact;
 pub mod report;
 pub mod store;

@@ -375,17 +375,32 @@ async fn imported_result_is_never_run(db: &TestDb) {
     let sweep = spec("import", vec![command_stage("s", &["true"], 2, 3)], vec![]);
     let jobs = common::expand(&sweep);
     let missing = store
-        .insert_succeeded("import", &jobs[0], json!({"loss": 1.0}))
+        .insert_succeeded(
+            "import",
+            &jobs[0],
+            json!({"loss": 1.0}),
+            &Default::default(),
+        )
         .await;
     assert!(matches!(missing, Err(StoreError::UnknownSweep { .. })));
     submit(&store, &sweep).await;
     assert!(store
-        .insert_succeeded("import", &jobs[0], json!({"loss": 1.0}))
+        .insert_succeeded(
+            "import",
+            &jobs[0],
+            json!({"loss": 1.0}),
+            &Default::default()
+        )
         .await
         .unwrap());
     // Already succeeded: a second import changes nothing.
     assert!(!store
-        .insert_succeeded("import", &jobs[0], json!({"loss": 2.0}))
+        .insert_succeeded(
+            "import",
+            &jobs[0],
+            json!({"loss": 2.0}),
+            &Default::default()
+        )
         .await
         .unwrap());
     let again = submit(&store, &sweep).await;

@@ -54,6 +54,7 @@ pub async fn load(store: &Store, sweep: &str) -> ReportResult<ReportInput> {
         jobs,
         decisions,
         curves,
+        provenance: store.provenance(sweep).await?,
     })
 }
 
@@ -119,10 +120,18 @@ pub async fn import(
         });
     }
 
+    // An imported number was trained elsewhere: only its file is known.
+    let provenance = crate::provenance::Provenance {
+        imported_from: Some(origin.display().to_string()),
+        ..crate::provenance::Provenance::of_this_build()
+    };
     let mut summary = ImportSummary::default();
     for (cell, result) in matched {
         let result = Value::Object(result.clone());
-        if store.insert_succeeded(&spec.name, cell, result).await? {
+        if store
+            .insert_succeeded(&spec.name, cell, result, &provenance)
+            .await?
+        {
             summary.imported += 1;
         } else {
             summary.kept += 1;

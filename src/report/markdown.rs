@@ -90,6 +90,7 @@ pub fn markdown(input: &ReportInput) -> String {
             legend.join(", ")
         );
     }
+    out.push_str(&super::provenance::section(input));
     // One trailing newline, whatever the last section wrote.
     let trimmed_len = out.trim_end().len();
     out.truncate(trimmed_len);

@@ -19,6 +19,7 @@ mod markdown;
 pub mod model;
 mod names;
 mod plot;
+mod provenance;
 
 pub use format::{chance_level, model_backbone, model_name, pretty_backbone};
 pub use import::{parse_import_csv, ImportIssue, ImportRow};

@@ -22,6 +22,9 @@ pub struct ReportInput {
     pub decisions: Vec<DecisionRecord>,
     /// Per-epoch `loss` of pretext jobs, `(epoch, loss)` sorted by epoch, for the plots.
     pub curves: BTreeMap<Uuid, Vec<(i64, f64)>>,
+    /// What produced each succeeded job's result.
+    #[serde(default)]
+    pub provenance: Vec<crate::store::JobProvenance>,
 }
 
 /// One stage of the sweep, as far as the report needs it.

@@ -499,6 +499,15 @@ pub struct JobFilter {
     pub state: Option<JobState>,
 }
 
+/// What produced a succeeded job's result (see [`crate::provenance`]).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct JobProvenance {
+    pub job: Uuid,
+    pub stage: String,
+    pub spec_version: i64,
+    pub provenance: Option<crate::provenance::Provenance>,
+}
+
 /// Every column of a job, for `jobs` and the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {

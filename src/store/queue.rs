@@ -13,6 +13,7 @@ use super::{
     on_conn, parse_kind, Backend, CancelSummary, ClaimedJob, Conn, Failure, Finish, Id, JobFilter,
     JobState, Lease, MetricPoint, Store, StoreError, StoreResult, SubmitSummary, WorkerInfo, Write,
 };
+use crate::provenance::Provenance;
 use crate::sweep::select::{self, Candidate, CandidateState, Decision};
 use crate::sweep::{expand, version, JobSpec, Params, Spec};
 
@@ -91,6 +92,7 @@ impl Store {
         sweep: &str,
         job: &JobSpec,
         result: Value,
+        provenance: &Provenance,
     ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
         let mut conn = tx.conn();
@@ -124,8 +126,25 @@ impl Store {
                 .fetch_optional(&mut *c)
                 .await
                 .context("cannot record an imported job")?
-                .is_some()
+                .map(|row| row.try_get::<Id, _>("id"))
+                .transpose()
+                .context("cannot record an imported job")?
         });
+        if let Some(id) = &written {
+            on_conn!(&mut conn, |c, _b| {
+                sqlx::query(
+                    "INSERT INTO attempts (job_id, attempt, provenance) \
+                     SELECT id, attempt, $2 FROM jobs WHERE id = $1 \
+                     ON CONFLICT (job_id, attempt) DO UPDATE SET provenance = excluded.provenance",
+                )
+                .bind(*id)
+                .bind(Json(provenance))
+                .execute(&mut *c)
+                .await
+                .context("cannot record an imported job's provenance")?;
+            });
+        }
+        let written = written.is_some();
         if written {
             conn.promote(sweep, &job.stage, &job.params).await?;
         }
@@ -266,6 +285,31 @@ impl Store {
         });
         tx.commit().await?;
         Ok(Write::Applied)
+    }
+
+    /// Records what runs `(job, attempt)`: code, libtorch, device, host, data. Written
+    /// when the attempt starts; a second write for the same attempt replaces it.
+    pub async fn record_provenance(
+        &self,
+        job: Uuid,
+        attempt: i32,
+        provenance: &Provenance,
+    ) -> StoreResult<()> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, _b| {
+            sqlx::query(
+                "INSERT INTO attempts (job_id, attempt, provenance) VALUES ($1, $2, $3) \
+                 ON CONFLICT (job_id, attempt) DO UPDATE SET provenance = excluded.provenance",
+            )
+            .bind(Id(job))
+            .bind(attempt)
+            .bind(Json(provenance))
+            .execute(&mut *c)
+            .await
+            .context("cannot record an attempt's provenance")?;
+        });
+        Ok(())
     }
 
     /// Records the newest checkpoint of `(job, attempt)`.

@@ -8,9 +8,10 @@ use uuid::Uuid;
 
 use super::error::Context as _;
 use super::{
-    on_conn, Id, JobFilter, JobRow, JobState, MetricRow, PromotionRow, RunningRow, StageCount,
-    Store, StoreResult, WorkerRow,
+    on_conn, Id, JobFilter, JobProvenance, JobRow, JobState, MetricRow, PromotionRow, RunningRow,
+    StageCount, Store, StoreResult, WorkerRow,
 };
+use crate::provenance::Provenance;
 use crate::sweep::{Params, Spec};
 
 const JOB_COLUMNS: &str = "id, sweep, stage, kind, key, params, state, priority, attempt, \
@@ -90,6 +91,36 @@ impl Store {
             ..JobFilter::default()
         };
         self.jobs(&filter, None).await
+    }
+
+    /// The provenance of the attempt that produced each succeeded job's result, with
+    /// the job's stage and sweep version; a job with no recorded provenance has none.
+    pub async fn provenance(&self, sweep: &str) -> StoreResult<Vec<JobProvenance>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        let rows: Vec<(Id, String, i32, Option<Json<Provenance>>)> =
+            on_conn!(&mut conn, |c, _b| {
+                sqlx::query_as(
+                    "SELECT jobs.id, jobs.stage, jobs.spec_version, attempts.provenance \
+                     FROM jobs LEFT JOIN attempts \
+                       ON attempts.job_id = jobs.id AND attempts.attempt = jobs.attempt \
+                     WHERE jobs.sweep = $1 AND jobs.state = 'succeeded' \
+                     ORDER BY jobs.stage, jobs.id",
+                )
+                .bind(sweep)
+                .fetch_all(&mut *c)
+                .await
+                .context("cannot read provenance")?
+            });
+        Ok(rows
+            .into_iter()
+            .map(|(id, stage, version, provenance)| JobProvenance {
+                job: id.0,
+                stage,
+                spec_version: i64::from(version),
+                provenance: provenance.map(|Json(p)| p),
+            })
+            .collect())
     }
 
     /// Every metric of a job, by name, step and attempt.

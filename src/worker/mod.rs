@@ -25,10 +25,12 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::artifacts::{ArtifactError, ArtifactResult, SyncReport};
+use crate::provenance::{self, DataFingerprint, Provenance};
 use crate::redact::redact_url;
 use crate::store::{
     ClaimedJob, Failure, Finish, JobState, Lease, MetricPoint, Store, StoreError, WorkerInfo, Write,
 };
+use crate::sweep::params::JobParams;
 use crate::sweep::{Spec, StageKind};
 use crate::train::TrainJob;
 
@@ -211,6 +213,12 @@ pub async fn run(
         }
     };
     note_clock_difference(&store, &config).await;
+    let provenance = tokio::task::spawn_blocking({
+        let host = info.host.clone();
+        move || worker_provenance(device, host)
+    })
+    .await
+    .unwrap_or_default();
     let worker = Worker {
         store,
         config,
@@ -218,6 +226,7 @@ pub async fn run(
         device,
         storage,
         cache_dir,
+        provenance,
     };
     tracing::info!(
         worker = %worker.info.name,
@@ -267,6 +276,44 @@ struct Worker {
     device: Device,
     storage: Storage,
     cache_dir: PathBuf,
+    /// This worker's part of every attempt's provenance; the dataset is added per job.
+    provenance: Provenance,
+}
+
+/// The code, libtorch and device this worker runs attempts with.
+fn worker_provenance(device: Device, host: String) -> Provenance {
+    let report = crate::devices::describe();
+    let name = device.to_string();
+    let device_name = match name
+        .strip_prefix("cuda:")
+        .and_then(|i| i.parse::<i64>().ok())
+    {
+        Some(index) => report
+            .gpus
+            .iter()
+            .find(|gpu| gpu.index == index)
+            .and_then(|gpu| gpu.name.clone())
+            .unwrap_or_else(|| format!("GPU {index}")),
+        None => cpu_model().unwrap_or_else(|| "CPU".to_owned()),
+    };
+    Provenance {
+        libtorch: report.libtorch_version,
+        cuda: report.libtorch_cuda_build,
+        cudnn: report.cudnn_version.map(|v| v.to_string()),
+        device: name,
+        device_name,
+        host,
+        ..Provenance::of_this_build()
+    }
+}
+
+/// The processor's model name, from Linux's `/proc/cpuinfo`.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|line| line.starts_with("model name"))
+        .and_then(|line| line.split_once(':'))
+        .map(|(_, model)| model.trim().to_owned())
 }
 
 impl Worker {
@@ -748,6 +795,10 @@ impl Worker {
         }
         match job.kind {
             StageKind::Command => {
+                self.store
+                    .record_provenance(job.id, job.attempt, &self.provenance)
+                    .await
+                    .map_err(Started::Store)?;
                 let argv = stage.command.as_deref().ok_or_else(|| {
                     fatal(
                         "bad command",
@@ -768,6 +819,12 @@ impl Worker {
                 let train_job = self
                     .train_job(job, &spec, stage.dataset.as_deref(), job_dir)
                     .await?;
+                let mut provenance = self.provenance.clone();
+                provenance.dataset = dataset_fingerprint(&train_job).await;
+                self.store
+                    .record_provenance(job.id, job.attempt, &provenance)
+                    .await
+                    .map_err(Started::Store)?;
                 Ok(training::start(train_job)?)
             }
         }
@@ -832,6 +889,35 @@ impl Worker {
             cache_dir: self.cache_dir.clone(),
             device: self.device.to_tch(),
         })
+    }
+}
+
+/// The fingerprint of the files the job will train on (its seed's selection), or
+/// `None` where they cannot be listed: the job then fails with the data error itself.
+async fn dataset_fingerprint(job: &TrainJob) -> Option<DataFingerprint> {
+    let seed = match JobParams::parse(job.kind, &job.params) {
+        Ok(JobParams::Pretext(p)) => p.seed,
+        Ok(JobParams::Linear(p) | JobParams::Finetune(p)) => p.seed,
+        _ => return None,
+    };
+    let (dataset, root, cache) = (
+        job.dataset.clone(),
+        job.data_root.clone(),
+        job.cache_dir.clone(),
+    );
+    let listed = tokio::task::spawn_blocking(move || {
+        let selection = crate::train::data::folder::select(&dataset, &root, seed as u64)
+            .map_err(|e| e.to_string())?;
+        provenance::fingerprint(&root, &selection.all_paths(), &cache).map_err(|e| e.to_string())
+    })
+    .await;
+    match listed {
+        Ok(Ok(fingerprint)) => Some(fingerprint),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "no dataset fingerprint");
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -429,6 +429,7 @@ pub fn demo_input() -> sweeper::report::ReportInput {
         jobs,
         decisions,
         curves,
+        provenance: Vec::new(),
     }
 }
 
