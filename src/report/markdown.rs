@@ -420,12 +420,27 @@ fn decision_reasoning(
         .iter()
         .filter(|job| job.state == JobState::Succeeded)
         .count();
-    let compared = decision
-        .detail
-        .get("candidates")
-        .and_then(Value::as_array)
-        .map(Vec::len)
+    // What the rule saw when it decided: the stored outcome's `ranked` list (every
+    // candidate then, ranked or not).
+    let at_decision = decision.detail.get("ranked").and_then(Value::as_array);
+    let compared = at_decision
+        .map(|ranked| ranked.iter().filter(|c| !c["rank"].is_null()).count())
         .unwrap_or(succeeded);
+    let ranked_ids: BTreeSet<String> = at_decision
+        .into_iter()
+        .flatten()
+        .filter(|c| !c["rank"].is_null())
+        .filter_map(|c| c["job_id"].as_str().map(str::to_owned))
+        .collect();
+    // Candidates that succeeded after the decision: the rule never ranked them.
+    let unranked_now = match at_decision {
+        Some(_) => candidates
+            .iter()
+            .filter(|job| job.state == JobState::Succeeded)
+            .filter(|job| !ranked_ids.contains(&job.id.to_string()))
+            .count(),
+        None => 0,
+    };
     let unfinished: Vec<String> = [
         JobState::Running,
         JobState::Queued,
@@ -448,14 +463,20 @@ fn decision_reasoning(
         group_label(&decision.group),
         group.join(", ")
     );
-    if compared == candidates.len() {
-        let _ = write!(line, "{compared} candidates compared");
+    if compared == candidates.len() || unfinished.is_empty() {
+        let _ = write!(line, "{compared} ranked of {} candidates", candidates.len());
     } else {
         let _ = write!(
             line,
-            "{compared} of {} candidates compared (not compared: {})",
+            "{compared} ranked of {} candidates (not ranked: {})",
             candidates.len(),
             unfinished.join(", ")
+        );
+    }
+    if unranked_now > 0 {
+        let _ = write!(
+            line,
+            "; **stale**: {unranked_now} more succeeded after the decision and were never ranked"
         );
     }
     if winner_jobs.is_empty() {

@@ -1,10 +1,11 @@
 //! Names of selected models (`ResNet50_projection64`), unique within a report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::format::model_name;
+use super::format::{model_name, plain, same_value};
 use super::layout::{BACKBONE, PROJECTION_DIM};
 use super::model::ReportInput;
 
@@ -33,11 +34,16 @@ impl<'a> ModelNames<'a> {
             .collect();
         let mut names = BTreeMap::new();
         for (id, name) in &base {
-            let clashes = base.iter().filter(|(_, other)| other == name).count() > 1;
-            // Two winners with the same backbone and projection (top k > 1, or other
-            // axes in the groups) are told apart by their job id.
-            let name = if clashes {
-                format!("{name}_{}", short_id(*id))
+            let clashing: Vec<Uuid> = base
+                .iter()
+                .filter(|(_, other)| other == name)
+                .map(|(other, _)| *other)
+                .collect();
+            // Winners with the same backbone and projection are told apart by the
+            // parameters they differ in; winners that differ by seed alone are one
+            // model, and share a name so their rows aggregate as seeds.
+            let name = if clashing.len() > 1 {
+                format!("{name}{}", Self::difference(input, *id, &clashing))
             } else {
                 name.clone()
             };
@@ -48,6 +54,31 @@ impl<'a> ModelNames<'a> {
             winners,
             names,
         }
+    }
+
+    /// `_temperature0.1_optimizeradam`: the values of `id` for every parameter (but
+    /// the seed) whose value is not the same on all of `group`.
+    fn difference(input: &ReportInput, id: Uuid, group: &[Uuid]) -> String {
+        let params_of = |job: Uuid| input.jobs.iter().find(|j| j.id == job).map(|j| &j.params);
+        let Some(own) = params_of(id) else {
+            return format!("_{}", short_id(id));
+        };
+        let mut keys: BTreeSet<&String> = BTreeSet::new();
+        for other in group.iter().filter_map(|other| params_of(*other)) {
+            for key in own.keys().chain(other.keys()) {
+                if key != "seed"
+                    && !same_value(
+                        own.get(key).unwrap_or(&Value::Null),
+                        other.get(key).unwrap_or(&Value::Null),
+                    )
+                {
+                    keys.insert(key);
+                }
+            }
+        }
+        keys.iter()
+            .map(|key| format!("_{key}{}", own.get(*key).map_or("unset".to_owned(), plain)))
+            .collect()
     }
 
     fn base_name(input: &ReportInput, id: Uuid) -> String {
