@@ -41,6 +41,9 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// `sweeper query` got SQL that may do more than read: refused before it ran.
+    #[error("sweeper query runs one statement that only reads: {reason}")]
+    Refused { reason: String },
     /// `sweeper query` got SQL the database refused: the user's input, not a fault.
     #[error("the query failed")]
     Query {
@@ -79,6 +82,7 @@ impl StoreError {
                 | StoreError::UnknownSweep { .. }
                 | StoreError::UnknownJob { .. }
                 | StoreError::Query { .. }
+                | StoreError::Refused { .. }
         )
     }
 }

@@ -40,6 +40,7 @@ mod id;
 pub mod query;
 mod queue;
 mod read;
+pub mod read_only;
 pub mod table;
 
 pub use query::query_read_only;
