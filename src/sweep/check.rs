@@ -91,7 +91,7 @@ impl Checker<'_> {
             }
             (None, None) => {
                 return Err(self.invalid(
-                    sweep_span,
+                    sweep_span.clone(),
                     "sweep.data_root",
                     "missing: set `data_root` here or pass --data-root",
                 ))
@@ -109,6 +109,14 @@ impl Checker<'_> {
             Some(value) => self.priority(value, "sweep.priority")?,
             None => 0,
         };
+
+        if raw_file.stages.is_empty() {
+            return Err(self.invalid(
+                sweep_span,
+                "stages",
+                "the file defines no [[stages]]: a sweep needs at least one stage to run",
+            ));
+        }
 
         let mut datasets = BTreeMap::new();
         for (dataset_name, dataset) in &raw_file.datasets.0 {

@@ -167,6 +167,9 @@ enum StopReason {
 /// Consecutive store failures the loop rides out before giving up.
 const STORE_FAILURES_TOLERATED: u32 = 30;
 
+/// How long a killed job has to report its end before its lease is given back anyway.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
 /// Clocks further apart than this are worth a line in the log.
 const CLOCK_DIFFERENCE_NOTED_SECS: f64 = 5.0;
 
@@ -183,6 +186,18 @@ pub async fn run(
     store: Store,
     config: WorkerConfig,
     shutdown: CancellationToken,
+) -> WorkerResult<WorkerSummary> {
+    run_with_kill(store, config, shutdown, CancellationToken::new()).await
+}
+
+/// [`run`], and once `kill` is cancelled (a second signal) the running job is ended
+/// at once (a program's whole process group is killed, whatever signals it ignores),
+/// its lease given back without waiting for the shutdown grace, and the worker stops.
+pub async fn run_with_kill(
+    store: Store,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
 ) -> WorkerResult<WorkerSummary> {
     let storage = Storage::open(&config.artifacts, config.scratch.as_deref())?;
     let cache_dir = match &config.cache_dir {
@@ -218,6 +233,7 @@ pub async fn run(
         device,
         storage,
         cache_dir,
+        kill,
     };
     tracing::info!(
         worker = %worker.info.name,
@@ -267,6 +283,8 @@ struct Worker {
     device: Device,
     storage: Storage,
     cache_dir: PathBuf,
+    /// Cancelled on a second signal: end the running job now and give it back.
+    kill: CancellationToken,
 }
 
 impl Worker {
@@ -275,7 +293,7 @@ impl Worker {
         let mut failures = 0u32;
         let mut next_reap = Instant::now();
         loop {
-            if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() || self.kill.is_cancelled() {
                 return Ok(summary);
             }
             if self
@@ -382,6 +400,7 @@ impl Worker {
         let mut newest_checkpoint: Option<PathBuf> = None;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut deadline = far;
+        let mut killed = false;
         let outcome = loop {
             if upload.is_none() && stop != Some(StopReason::Lost) {
                 if let Some(path) = newest_checkpoint.take() {
@@ -426,6 +445,15 @@ impl Worker {
                     deadline = Instant::now() + self.config.shutdown_grace + Duration::from_secs(1);
                     execution.stopper.stop();
                 }
+                () = self.kill.cancelled(), if !killed => {
+                    tracing::warn!("stopping now: killing the job and giving its lease back");
+                    killed = true;
+                    if stop.is_none() {
+                        stop = Some(StopReason::Shutdown);
+                    }
+                    deadline = Instant::now() + KILL_WAIT;
+                    execution.stopper.kill();
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::warn!("the job did not stop in time; giving its lease back");
                     break Outcome::Stopped;
@@ -463,8 +491,11 @@ impl Worker {
             }
             (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Cancel)) => Finish::Cancelled,
             (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Shutdown)) => {
-                // What the job did so far goes to the store for whoever takes it next.
-                self.push_progress(job, files).await;
+                // What the job did so far goes to the store for whoever takes it next,
+                // unless the worker must end now.
+                if !killed {
+                    self.push_progress(job, files).await;
+                }
                 return match self.store.release(job.id, job.attempt).await? {
                     Write::Applied => {
                         tracing::info!("job given back to the queue");
@@ -826,6 +857,7 @@ impl Worker {
             kind: job.kind,
             params: job.params.clone(),
             dataset,
+            dataset_name: dataset_name.to_owned(),
             data_root: absolute(&data_root),
             job_dir: absolute(&job_dir),
             init_checkpoint,
