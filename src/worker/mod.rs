@@ -164,7 +164,10 @@ enum StopReason {
     Lost,
 }
 
-/// Consecutive store failures the loop rides out before giving up.
+/// How long an idle worker waits for a store that does not answer before giving up.
+const STORE_OUTAGE_TOLERATED: Duration = Duration::from_secs(600);
+
+/// Consecutive store errors (the store answering) the loop rides out before giving up.
 const STORE_FAILURES_TOLERATED: u32 = 30;
 
 /// A store outage as the worker lives it; `None` while the store answers.
@@ -314,6 +317,7 @@ impl Worker {
     async fn run_loop(&self, shutdown: &CancellationToken) -> WorkerResult<WorkerSummary> {
         let mut summary = WorkerSummary::default();
         let mut failures = 0u32;
+        let mut failing_since: Option<Instant> = None;
         let mut next_reap = Instant::now();
         loop {
             if shutdown.is_cancelled() || self.kill.is_cancelled() {
@@ -329,12 +333,21 @@ impl Worker {
             match self.step(&mut summary, &mut next_reap, shutdown).await {
                 Ok(true) => {
                     failures = 0;
+                    failing_since = None;
                     self.store_answered();
                 }
                 Ok(false) => return Ok(summary),
                 Err(error) => {
                     failures += 1;
-                    if failures >= STORE_FAILURES_TOLERATED {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    // An outage is waited out for minutes (a database restart); an
+                    // error that repeats while the store answers, a few tries.
+                    let give_up = if error.is_unavailable() {
+                        since.elapsed() >= STORE_OUTAGE_TOLERATED
+                    } else {
+                        failures >= STORE_FAILURES_TOLERATED
+                    };
+                    if give_up {
                         return Err(WorkerError::StoreUnavailable {
                             count: failures,
                             last: error,
