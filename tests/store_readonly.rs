@@ -47,70 +47,67 @@ async fn query_changes_nothing(db: &TestDb) {
     let files_before = files_in(db.dir.path());
     let dir = db.dir.path().display().to_string();
 
-    let mut statements: Vec<String> = [
-        "DELETE FROM jobs",
-        "UPDATE jobs SET state = 'failed'",
-        "INSERT INTO sweeps (name) VALUES ('x')",
-        "DROP TABLE metrics",
-        "CREATE TABLE t (x INT)",
-        "SELECT 1; SELECT 2",
-        "SELECT 1; DELETE FROM jobs",
-        "WITH d AS (DELETE FROM jobs RETURNING id) SELECT * FROM d",
-        "SELECT * INTO copy FROM jobs",
-        "SELECT * FROM jobs FOR UPDATE",
-        "EXPLAIN DELETE FROM jobs",
-        "BEGIN",
-        "VACUUM",
+    // Every statement is refused on both backends, before the database sees it.
+    let statements: Vec<String> = [
+        "DELETE FROM jobs".to_owned(),
+        "UPDATE jobs SET state = 'failed'".into(),
+        "INSERT INTO sweeps (name) VALUES ('x')".into(),
+        "DROP TABLE metrics".into(),
+        "CREATE TABLE t (x INT)".into(),
+        "SELECT 1; SELECT 2".into(),
+        "SELECT 1; DELETE FROM jobs".into(),
+        "WITH d AS (DELETE FROM jobs RETURNING id) SELECT * FROM d".into(),
+        "SELECT * INTO copy FROM jobs".into(),
+        "SELECT * FROM jobs FOR UPDATE".into(),
+        "EXPLAIN DELETE FROM jobs".into(),
+        "BEGIN".into(),
+        "VACUUM".into(),
+        // What would write files or copies of the store.
+        "VACUUM INTO 'copy.db'".into(),
+        format!("VACUUM INTO '{dir}/copy2.db'"),
+        "SELECT 1; VACUUM INTO 'copy3.db'".into(),
+        "ATTACH DATABASE 'other.db' AS other".into(),
+        "ATTACH 'other2.db' AS other".into(),
+        format!("COPY jobs TO '{dir}/out.txt'"),
+        "COPY jobs TO 'out.txt'".into(),
+        format!("COPY (SELECT 1) TO PROGRAM 'touch {dir}/program'"),
+        "COPY jobs FROM '/etc/hostname'".into(),
+        format!("SELECT lo_export(lo_import('/etc/hostname'), '{dir}/lo.txt')"),
+        "SELECT lo_create(0)".into(),
+        "SELECT writefile('written.txt', 'x')".into(),
+        "SELECT load_extension('libsomething')".into(),
+        // What would read server files or touch other sessions and settings.
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            .into(),
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity".into(),
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_stat_activity".into(),
+        "SELECT pg_read_file('/etc/hostname')".into(),
+        "SELECT pg_read_binary_file('/etc/hostname')".into(),
+        "SELECT * FROM pg_ls_dir('.')".into(),
+        "SELECT pg_stat_file('postgresql.conf')".into(),
+        "SELECT set_config('default_transaction_read_only', 'off', false)".into(),
+        "SELECT set_config('role', 'postgres', true), 1".into(),
+        "SELECT dblink_exec('dbname=test', 'DROP TABLE jobs')".into(),
+        "SELECT query_to_xml('DELETE FROM jobs', true, true, '')".into(),
+        "SELECT pg_advisory_lock(1)".into(),
+        "SELECT pg_reload_conf()".into(),
+        "SET ROLE postgres".into(),
+        "DO $$ BEGIN DELETE FROM jobs; END $$".into(),
+        // Pragmas that set.
+        "PRAGMA user_version = 7".into(),
+        "PRAGMA journal_mode = DELETE".into(),
+        "PRAGMA journal_mode(DELETE)".into(),
+        "PRAGMA query_only = OFF".into(),
+        "PRAGMA optimize".into(),
+        "PRAGMA wal_checkpoint(TRUNCATE)".into(),
     ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    .into();
     let mut held: Option<PgConnection> = None;
     if db.is_postgres() {
         // Another session of the same user, which the query must not end.
         let mut conn = PgConnection::connect(&db.url).await.unwrap();
         conn.execute("SELECT 1").await.unwrap();
         held = Some(conn);
-        statements.extend([
-            format!("COPY jobs TO '{dir}/out.txt'"),
-            format!("COPY (SELECT 1) TO PROGRAM 'touch {dir}/program'"),
-            "COPY jobs FROM '/etc/hostname'".into(),
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE pid <> pg_backend_pid()"
-                .into(),
-            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity".into(),
-            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_stat_activity".into(),
-            "SELECT pg_read_file('/etc/hostname')".into(),
-            "SELECT pg_read_binary_file('/etc/hostname')".into(),
-            "SELECT * FROM pg_ls_dir('.')".into(),
-            "SELECT pg_stat_file('postgresql.conf')".into(),
-            format!("SELECT lo_export(lo_import('/etc/hostname'), '{dir}/lo.txt')"),
-            "SELECT lo_create(0)".into(),
-            "SELECT set_config('default_transaction_read_only', 'off', false)".into(),
-            "SELECT set_config('role', 'postgres', true), 1".into(),
-            "SELECT dblink_exec('dbname=test', 'DROP TABLE jobs')".into(),
-            "SELECT query_to_xml('DELETE FROM jobs', true, true, '')".into(),
-            "SELECT pg_advisory_lock(1)".into(),
-            "SELECT pg_reload_conf()".into(),
-            "SET ROLE postgres".into(),
-            "DO $$ BEGIN DELETE FROM jobs; END $$".into(),
-        ]);
-    } else {
-        statements.extend([
-            "VACUUM INTO 'copy.db'".into(),
-            format!("VACUUM INTO '{dir}/copy2.db'"),
-            "SELECT 1; VACUUM INTO 'copy3.db'".into(),
-            "ATTACH DATABASE 'other.db' AS other".into(),
-            "ATTACH 'other2.db' AS other".into(),
-            "PRAGMA user_version = 7".into(),
-            "PRAGMA journal_mode = DELETE".into(),
-            "PRAGMA journal_mode(DELETE)".into(),
-            "PRAGMA query_only = OFF".into(),
-            "PRAGMA optimize".into(),
-            "PRAGMA wal_checkpoint(TRUNCATE)".into(),
-            "SELECT load_extension('libsomething')".into(),
-            "SELECT writefile('written.txt', 'x')".into(),
-        ]);
     }
     for sql in &statements {
         refused(db, sql);

@@ -10,12 +10,13 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::Backend;
 
-/// Functions (and table functions) that reach past the store's tables: server files,
-/// large objects, other sessions, the server's settings and processes, locks that
-/// workers wait on, remote databases, and SQL run from a string (which the parser
-/// cannot see into). A name matches when it is one of these or starts with one
-/// that ends in `_`.
-const POSTGRES_REFUSED: &[&str] = &[
+/// Functions (and table functions) that reach past the store's tables: on Postgres
+/// server files, large objects, other sessions, the server's settings and processes,
+/// locks that workers wait on, remote databases, and SQL run from a string (which the
+/// parser cannot see into); on SQLite extensions and files. A name matches when it is
+/// one of these or starts with one that ends in `_`. Both backends refuse every name,
+/// so that a statement is refused the same way whichever store it is sent to.
+const REFUSED_FUNCTIONS: &[&str] = &[
     "pg_read_",
     "pg_ls_",
     "pg_stat_file",
@@ -56,14 +57,9 @@ const POSTGRES_REFUSED: &[&str] = &[
     "query_to_xmlschema",
     "cursor_to_xml",
     "cursor_to_xmlschema",
-];
-
-/// SQLite's functions that load code or touch files other than the store.
-const SQLITE_REFUSED: &[&str] = &[
     "load_extension",
     "writefile",
     "readfile",
-    "edit",
     "fts3_tokenizer",
 ];
 
@@ -156,10 +152,7 @@ pub fn check_read_only(backend: Backend, sql: &str) -> Result<String, String> {
         other => return Err(not_a_query(backend, &statement_kind(other))),
     }
     let mut check = ReadOnlyCheck {
-        refused: match backend {
-            Backend::Sqlite => SQLITE_REFUSED,
-            Backend::Postgres => POSTGRES_REFUSED,
-        },
+        refused: REFUSED_FUNCTIONS,
         statements: 0,
     };
     if let ControlFlow::Break(reason) = statement.visit(&mut check) {
@@ -421,5 +414,8 @@ mod tests {
         assert!(message.contains("2 statements"), "{message}");
         let message = postgres("SELECT pg_read_file('x')").unwrap_err();
         assert!(message.contains("pg_read_file"), "{message}");
+        // Each backend refuses the other's functions too.
+        assert!(sqlite("SELECT pg_terminate_backend(1)").is_err());
+        assert!(postgres("SELECT load_extension('x')").is_err());
     }
 }
