@@ -295,6 +295,7 @@ struct WorkerArgs {
         long,
         env = "SWEEPER_CLOCK_SKEW_SECS",
         default_value_t = 0.0,
+        value_parser = parse_skew,
         hide = true,
         allow_negative_numbers = true
     )]
@@ -358,10 +359,28 @@ fn parse_state(text: &str) -> Result<JobState, String> {
     })
 }
 
+/// The longest period any duration flag takes: longer ones would overflow the
+/// clocks they are added to (and mean nothing for a lease or a poll).
+const MAX_FLAG_SECS: f64 = 365.0 * 86_400.0;
+
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= MAX_FLAG_SECS => Duration::try_from_secs_f64(secs)
+            .map_err(|error| format!("{text:?} is not a usable number of seconds: {error}")),
+        Ok(secs) if secs > MAX_FLAG_SECS => Err(format!(
+            "{text:?} seconds is more than a year ({MAX_FLAG_SECS} s), the longest period taken"
+        )),
         _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
+}
+
+/// A clock offset in seconds, either sign, at most a year.
+fn parse_skew(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.abs() <= MAX_FLAG_SECS => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds within a year either way"
+        )),
     }
 }
 
@@ -461,7 +480,7 @@ async fn sweep_name(store: &Store, given: Option<String>) -> anyhow::Result<Stri
 }
 
 async fn report(db: &str, args: ReportArgs) -> anyhow::Result<()> {
-    let store = open(db).await?;
+    let store = open_reaped(db).await?;
     let name = sweep_name(&store, args.sweep).await?;
     let input = sweeper::report::from_store::load(&store, &name).await?;
     match args.format {
@@ -480,7 +499,7 @@ async fn report(db: &str, args: ReportArgs) -> anyhow::Result<()> {
 }
 
 async fn plot(db: &str, args: PlotArgs) -> anyhow::Result<()> {
-    let store = open(db).await?;
+    let store = open_reaped(db).await?;
     let name = sweep_name(&store, args.sweep).await?;
     let input = sweeper::report::from_store::load(&store, &name).await?;
     let written = sweeper::report::plots(&input, &args.out)?;
@@ -494,8 +513,11 @@ async fn import(db: &str, args: ImportArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| BadInput(format!("cannot read {}: {e}", args.file.display())))?;
     let store = open(db).await?;
-    let spec = match &args.sweep_file {
-        Some(file) => {
+    let stored = store.spec(&args.sweep).await?;
+    // The sweep file is stored only once the rows are known to fit it: a bad CSV
+    // leaves the store as it was.
+    let (spec, new_sweep) = match (&args.sweep_file, stored) {
+        (Some(file), stored) => {
             // Imported results were trained elsewhere: the data need not be here.
             let overrides = sweep::Overrides {
                 data_root: args.data_root.clone(),
@@ -510,22 +532,25 @@ async fn import(db: &str, args: ImportArgs) -> anyhow::Result<()> {
                     args.sweep
                 )));
             }
-            if store.spec(&args.sweep).await?.is_none() {
-                store
-                    .submit(&loaded.spec, &loaded.text, &loaded.hash, &[])
-                    .await?;
+            match stored {
+                Some(_) => (loaded.spec, None),
+                None => (loaded.spec.clone(), Some(loaded)),
             }
-            loaded.spec
         }
-        None => store.spec(&args.sweep).await?.ok_or_else(|| {
-            BadInput(format!(
-                "no sweep named {:?} in the store; pass --sweep-file to store it",
-                args.sweep
-            ))
-        })?,
+        (None, Some(spec)) => (spec, None),
+        (None, None) => bail!(BadInput(format!(
+            "no sweep named {:?} in the store; pass --sweep-file to store it",
+            args.sweep
+        ))),
     };
+    let rows = sweeper::report::from_store::import_rows(&spec, &args.stage, &text, &args.file)?;
+    if let Some(loaded) = new_sweep {
+        store
+            .submit(&loaded.spec, &loaded.text, &loaded.hash, &[])
+            .await?;
+    }
     let summary =
-        sweeper::report::from_store::import(&store, &spec, &args.stage, &text, &args.file).await?;
+        sweeper::report::from_store::import_checked(&store, &spec, rows, &args.file).await?;
     println!(
         "sweep {} stage {}: {} rows imported as succeeded jobs, {} already run here and kept",
         args.sweep, args.stage, summary.imported, summary.kept
@@ -625,6 +650,7 @@ async fn train(args: TrainArgs) -> anyhow::Result<()> {
         kind: stage.kind,
         params,
         dataset,
+        dataset_name: dataset_name.to_owned(),
         data_root: spec.data_root.clone(),
         job_dir: args.out.clone(),
         init_checkpoint: args.init.clone(),
@@ -704,6 +730,15 @@ async fn open(db: &str) -> anyhow::Result<Store> {
     Ok(Store::open(db).await?)
 }
 
+/// Opens the store and first requeues (attempts left) or fails (none left) the jobs
+/// whose lease expired, so that a command never shows or acts on a job as running
+/// when no worker holds it, whether or not any worker is alive to reap.
+async fn open_reaped(db: &str) -> anyhow::Result<Store> {
+    let store = open(db).await?;
+    store.reap().await?;
+    Ok(store)
+}
+
 fn print_table(table: &Table, format: OutputFormat) {
     let format = match format {
         OutputFormat::Table => table::Format::Text,
@@ -744,7 +779,7 @@ async fn submit(db: &str, args: SubmitArgs) -> anyhow::Result<()> {
 }
 
 async fn status(db: &str, args: StatusArgs) -> anyhow::Result<()> {
-    let store = open(db).await?;
+    let store = open_reaped(db).await?;
     if let Some(sweep) = &args.sweep {
         if store.spec(sweep).await?.is_none() {
             return Err(StoreError::UnknownSweep {
@@ -826,7 +861,7 @@ async fn status(db: &str, args: StatusArgs) -> anyhow::Result<()> {
 }
 
 async fn jobs(db: &str, args: JobsArgs) -> anyhow::Result<()> {
-    let store = open(db).await?;
+    let store = open_reaped(db).await?;
     let filter = JobFilter {
         ids: Vec::new(),
         sweep: args.sweep,
@@ -881,7 +916,7 @@ fn job_filter(args: SelectArgs, verb: &str) -> anyhow::Result<JobFilter> {
 
 async fn cancel(db: &str, args: SelectArgs) -> anyhow::Result<()> {
     let filter = job_filter(args, "cancel")?;
-    let store = open(db).await?;
+    let store = open_reaped(db).await?;
     let summary = store.cancel(&filter).await?;
     println!(
         "{} queued jobs cancelled; {} running jobs asked to stop",
@@ -900,14 +935,14 @@ async fn retry(db: &str, args: SelectArgs) -> anyhow::Result<()> {
             "retry takes --state failed or --state cancelled".into()
         ));
     }
-    let store = open(db).await?;
+    let store = open_reaped(db).await?;
     let retried = store.retry(&filter).await?;
     println!("{retried} jobs back in the queue");
     Ok(())
 }
 
 async fn workers(db: &str, args: FormatArgs) -> anyhow::Result<()> {
-    let store = open(db).await?;
+    let store = open_reaped(db).await?;
     let mut table = Table::new([
         "name",
         "host",
@@ -974,14 +1009,22 @@ async fn run_worker(db: &str, args: WorkerArgs) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
-    worker::run(store.clone(), config, shutdown).await?;
+    let kill = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone(), kill.clone()));
+    let ran = worker::run_with_kill(store.clone(), config, shutdown, kill.clone()).await;
     store.close().await;
+    if kill.is_cancelled() {
+        // The job was killed and given back; a second signal still means "now".
+        std::process::exit(130);
+    }
+    ran?;
     Ok(())
 }
 
-/// The first SIGINT/SIGTERM asks the worker to finish up; a second one exits at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// The first SIGINT/SIGTERM asks the worker to finish up; a second one kills the
+/// running job (its process group), gives its lease back and exits 130; a third, or
+/// a worker still not done after [`KILL_EXIT_AFTER`], exits at once.
+async fn watch_signals(shutdown: CancellationToken, kill: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -1000,9 +1043,19 @@ async fn watch_signals(shutdown: CancellationToken) {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    tracing::warn!("second signal: exiting now");
+    tracing::warn!("second signal: killing the running job and giving it back");
+    kill.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        () = tokio::time::sleep(KILL_EXIT_AFTER) => {}
+    }
+    tracing::warn!("exiting now");
     std::process::exit(130);
 }
+
+/// How long a second signal waits for the job to be killed and given back.
+const KILL_EXIT_AFTER: Duration = Duration::from_secs(15);
 
 async fn bench_queue(args: BenchQueueArgs) -> anyhow::Result<()> {
     let mut table = Table::new([

@@ -37,6 +37,7 @@ fn train_job(spec: &Spec, job: &JobSpec, dir: &Path, init: Option<&Path>) -> Tra
         kind: job.kind,
         params: job.params.clone(),
         dataset: spec.dataset_of(stage).expect("a dataset").clone(),
+        dataset_name: stage.dataset.clone().unwrap_or_default(),
         data_root: spec.data_root.clone(),
         job_dir: dir.join(&job.key[..12]),
         init_checkpoint: init.map(Path::to_owned),

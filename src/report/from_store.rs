@@ -78,6 +78,18 @@ pub async fn import(
     text: &str,
     origin: &Path,
 ) -> ReportResult<ImportSummary> {
+    let rows = import_rows(spec, stage, text, origin)?;
+    import_checked(store, spec, rows, origin).await
+}
+
+/// The grid cells of `stage` that the CSV's rows are, with their results; an error
+/// names every row that is not one. Reads nothing from the store and writes nothing.
+pub fn import_rows(
+    spec: &Spec,
+    stage: &str,
+    text: &str,
+    origin: &Path,
+) -> ReportResult<Vec<(JobSpec, Value)>> {
     let stage_spec = spec.stage(stage).ok_or_else(|| ReportError::UnknownStage {
         sweep: spec.name.clone(),
         stage: stage.to_owned(),
@@ -102,7 +114,7 @@ pub async fn import(
                 .all(|(name, value)| cell.params.get(name).is_some_and(|v| same_value(v, value)))
         });
         match found {
-            Some(cell) => matched.push((cell, &row.result)),
+            Some(cell) => matched.push((cell.clone(), Value::Object(row.result.clone()))),
             None => issues.push(ImportIssue {
                 line: row.line,
                 column: None,
@@ -119,17 +131,26 @@ pub async fn import(
             issues,
         });
     }
+    Ok(matched)
+}
 
+/// Records rows checked by [`import_rows`] as succeeded jobs of sweep `spec`, with
+/// `origin` (the file they came from) as their provenance.
+pub async fn import_checked(
+    store: &Store,
+    spec: &Spec,
+    rows: Vec<(JobSpec, Value)>,
+    origin: &Path,
+) -> ReportResult<ImportSummary> {
     // An imported number was trained elsewhere: only its file is known.
     let provenance = crate::provenance::Provenance {
         imported_from: Some(origin.display().to_string()),
         ..crate::provenance::Provenance::of_this_build()
     };
     let mut summary = ImportSummary::default();
-    for (cell, result) in matched {
-        let result = Value::Object(result.clone());
+    for (cell, result) in rows {
         if store
-            .insert_succeeded(&spec.name, cell, result, &provenance)
+            .insert_succeeded(&spec.name, &cell, result, &provenance)
             .await?
         {
             summary.imported += 1;

@@ -55,12 +55,19 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// `sweeper query` got SQL that may do more than read: refused before it ran.
+    #[error("sweeper query runs one statement that only reads: {reason}")]
+    Refused { reason: String },
     /// `sweeper query` got SQL the database refused: the user's input, not a fault.
     #[error("the query failed")]
     Query {
         #[source]
         source: sqlx::Error,
     },
+    /// The store does not answer: `reason` (redacted) is why, as far as the driver
+    /// knows ("Connection refused", "no answer within 5 s").
+    #[error("the store cannot be reached: {reason}")]
+    Unreachable { reason: String },
     #[error("{context}")]
     Database {
         context: &'static str,
@@ -94,6 +101,7 @@ impl StoreError {
                 | StoreError::UnknownJob { .. }
                 | StoreError::SpecChanged { .. }
                 | StoreError::Query { .. }
+                | StoreError::Refused { .. }
         )
     }
 }
@@ -101,6 +109,37 @@ impl StoreError {
 fn list_changes(changes: &[crate::sweep::version::Change]) -> String {
     let lines: Vec<String> = changes.iter().map(|c| format!("  {c}")).collect();
     lines.join("\n")
+}
+
+impl StoreError {
+    /// True when the store could not be reached or lost the connection: the same
+    /// call may work once it is back. False for errors that would repeat.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unreachable { .. } => true,
+            StoreError::Database { source, .. } => sqlx_unavailable(source),
+            _ => false,
+        }
+    }
+}
+
+fn sqlx_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            // Postgres: connection exceptions, the server shutting down or starting,
+            // too many connections. SQLite: busy and locked.
+            code.starts_with("08")
+                || ["57P01", "57P02", "57P03", "53300"].contains(&code.as_ref())
+                || ["5", "6", "261", "262", "517"].contains(&code.as_ref())
+        }),
+        _ => false,
+    }
 }
 
 /// Attaches what the store was doing to a database error.

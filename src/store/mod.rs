@@ -40,6 +40,7 @@ mod id;
 pub mod query;
 mod queue;
 mod read;
+pub mod read_only;
 pub mod table;
 
 pub use query::query_read_only;
@@ -54,6 +55,11 @@ pub const DEFAULT_URL: &str = "sqlite://sweeper.db";
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a Postgres call waits for a connection before the store counts as
+/// unreachable, and how long opening one may take. Short, so that an outage shows at
+/// once; a slow but working server answers well within it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite waits this long for another writer before giving up. Writes are short (the
 /// longest is a submit of a whole grid), so reaching it means something is wrong.
@@ -117,6 +123,8 @@ impl Backend {
 pub struct Store {
     pool: Pool,
     url: String,
+    /// How to connect to Postgres directly, to tell why the pool cannot.
+    postgres: Option<PgConnectOptions>,
 }
 
 #[derive(Clone)]
@@ -202,6 +210,7 @@ impl Store {
     /// [`Store::open`] with a pool of at most `max_connections`.
     pub async fn open_with(url: &str, max_connections: u32) -> StoreResult<Store> {
         let open_error = |source| StoreError::open(url, &source);
+        let mut postgres = None;
         let pool = match Backend::of_url(url)? {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -223,18 +232,28 @@ impl Store {
             }
             Backend::Postgres => {
                 let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+                // The pool retries a refused connection until its timeout and then says
+                // only "pool timed out": one direct connection first says why, at once.
+                probe_postgres(&options)
+                    .await
+                    .map_err(|reason| StoreError::Open {
+                        url: redact_url(url),
+                        reason,
+                    })?;
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_with(options.clone())
                     .await
                     .map_err(open_error)?;
+                postgres = Some(options);
                 Pool::Postgres(pool)
             }
         };
         let store = Store {
             pool,
             url: url.to_owned(),
+            postgres,
         };
         store.migrate().await?;
         Ok(store)
@@ -308,27 +327,41 @@ impl Store {
     }
 
     async fn acquire(&self) -> StoreResult<Pooled> {
-        Ok(match &self.pool {
-            Pool::Sqlite(pool) => {
-                Pooled::Sqlite(pool.acquire().await.context("cannot reach the store")?)
-            }
-            Pool::Postgres(pool) => {
-                Pooled::Postgres(pool.acquire().await.context("cannot reach the store")?)
-            }
-        })
+        let acquired = match &self.pool {
+            Pool::Sqlite(pool) => pool.acquire().await.map(Pooled::Sqlite),
+            Pool::Postgres(pool) => pool.acquire().await.map(Pooled::Postgres),
+        };
+        match acquired {
+            Ok(pooled) => Ok(pooled),
+            Err(source) => Err(self.pool_error(source, "cannot reach the store").await),
+        }
     }
 
     pub(crate) async fn write_tx(&self) -> StoreResult<Tx> {
-        Ok(match &self.pool {
-            Pool::Sqlite(pool) => Tx::Sqlite(
-                pool.begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .context("cannot start a transaction")?,
-            ),
-            Pool::Postgres(pool) => {
-                Tx::Postgres(pool.begin().await.context("cannot start a transaction")?)
-            }
-        })
+        let begun = match &self.pool {
+            Pool::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
+            Pool::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
+        };
+        match begun {
+            Ok(tx) => Ok(tx),
+            Err(source) => Err(self.pool_error(source, "cannot start a transaction").await),
+        }
+    }
+
+    /// A pool that timed out says nothing of why: on Postgres a direct connection
+    /// tells (refused, unknown host, no answer), or that the server answers and every
+    /// connection is busy.
+    async fn pool_error(&self, source: sqlx::Error, context: &'static str) -> StoreError {
+        match (&source, &self.postgres) {
+            (sqlx::Error::PoolTimedOut, Some(options)) => match probe_postgres(options).await {
+                Err(reason) => StoreError::Unreachable { reason },
+                Ok(()) => StoreError::Database {
+                    context: "every connection to the store stayed busy",
+                    source,
+                },
+            },
+            _ => StoreError::Database { context, source },
+        }
     }
 
     /// Closes the pool, waiting for connections in use.
@@ -337,6 +370,24 @@ impl Store {
             Pool::Sqlite(pool) => pool.close().await,
             Pool::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// Connects to Postgres once, directly, within [`CONNECT_TIMEOUT`]: the driver's own
+/// reason when it cannot (redacted), such as "Connection refused".
+async fn probe_postgres(options: &PgConnectOptions) -> Result<(), String> {
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        <PgConnection as sqlx::Connection>::connect_with(options),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(redact_url(&error.to_string())),
+        Err(_) => Err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
     }
 }
 

@@ -1,6 +1,20 @@
-//! `sweeper query`: any SQL the user types, run so that it cannot write, whatever it
-//! says. SQLite opens the file read-only; Postgres runs one statement (the extended
-//! protocol refuses more) inside a `READ ONLY` transaction that is rolled back.
+//! `sweeper query`: SQL the user types, run so that it can only read, whatever it says.
+//!
+//! Three layers guard it:
+//!
+//! 1. The text is parsed ([`check_read_only`]): it must be one statement that reads
+//!    (a query, `EXPLAIN` of one, or on SQLite a pragma that only reports). Writes,
+//!    `COPY`, `VACUUM`, `ATTACH`, `SET`, data-modifying CTEs, `SELECT … INTO`, row
+//!    locks and the functions that reach past the tables (server files, large objects,
+//!    other sessions, settings, extensions, SQL run from a string) are refused before
+//!    the database sees anything. What runs is the parsed statement printed back, so
+//!    the database executes exactly what was checked.
+//! 2. SQLite opens the file read-only with `query_only` on, temporary tables in memory
+//!    and untrusted schema functions off. Postgres runs the statement inside a
+//!    `READ ONLY` transaction that is rolled back.
+//! 3. On Postgres a superuser's query runs as the predefined role `pg_read_all_data`,
+//!    which reads every table and may do nothing else: no server files, no other
+//!    session's backend, no `COPY` to or from the server.
 
 use std::str::FromStr;
 
@@ -10,18 +24,27 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Connection as _, Executor as _, Row as _, TypeInfo as _, ValueRef as _};
 
 use super::error::Context as _;
+use super::read_only::check_read_only;
 use super::table::Table;
 use super::{Backend, StoreError, StoreResult};
 
-/// Runs `sql` read-only against the store at `url`.
+/// Runs `sql` read-only against the store at `url`; refuses ([`StoreError::Refused`])
+/// what [`check_read_only`] refuses.
 pub async fn query_read_only(url: &str, sql: &str) -> StoreResult<Table> {
+    let backend = Backend::of_url(url)?;
+    let sql = check_read_only(backend, sql).map_err(|reason| StoreError::Refused { reason })?;
+    let sql = sql.as_str();
     let open_error = |source| StoreError::open(url, &source);
     let query_error = |source| StoreError::Query { source };
-    match Backend::of_url(url)? {
+    match backend {
         Backend::Sqlite => {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(open_error)?
                 .read_only(true)
+                .create_if_missing(false)
+                .pragma("query_only", "ON")
+                .pragma("temp_store", "MEMORY")
+                .pragma("trusted_schema", "OFF")
                 .busy_timeout(std::time::Duration::from_secs(60));
             let mut conn = SqliteConnection::connect_with(&options)
                 .await
@@ -42,6 +65,21 @@ pub async fn query_read_only(url: &str, sql: &str) -> StoreResult<Table> {
             conn.execute("BEGIN READ ONLY")
                 .await
                 .context("cannot start a read-only transaction")?;
+            // A superuser could read server files or end other sessions from a
+            // function the parser does not know; `pg_read_all_data` (Postgres 14+)
+            // only reads tables. Other users keep their own rights, which lack these.
+            let drop_rights: bool = sqlx::query_scalar(
+                "SELECT to_regrole('pg_read_all_data') IS NOT NULL \
+                     AND COALESCE((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), FALSE)",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .context("cannot read the rights of the store's user")?;
+            if drop_rights {
+                conn.execute("SET LOCAL ROLE pg_read_all_data")
+                    .await
+                    .context("cannot take the read-only role pg_read_all_data")?;
+            }
             // `describe` parses the text as one prepared statement, which Postgres
             // refuses for more than one; only then is the text run, through the simple
             // protocol, which returns every type as text.

@@ -100,6 +100,14 @@ impl Checker<'_> {
             None => 0,
         };
 
+        if raw_file.stages.is_empty() {
+            return Err(self.invalid(
+                sweep_span,
+                "stages",
+                "the file defines no [[stages]]: a sweep needs at least one stage to run",
+            ));
+        }
+
         let mut datasets = BTreeMap::new();
         for (dataset_name, dataset) in &raw_file.datasets.0 {
             let field = format!("datasets.{dataset_name}");

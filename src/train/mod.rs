@@ -52,6 +52,8 @@ pub struct TrainJob {
     /// merged under the stage's own).
     pub params: Params,
     pub dataset: DatasetSpec,
+    /// The dataset's name in the sweep file, for messages.
+    pub dataset_name: String,
     /// Absolute root the dataset's folders are relative to.
     pub data_root: PathBuf,
     /// This job's own directory: checkpoints are written here and a retried attempt
@@ -126,6 +128,17 @@ pub fn run_job(
                 cfg.data_fraction,
                 cfg.seed,
             )?;
+            if (set.len() as i64) < cfg.batch_size {
+                return Err(TrainError::Fatal(format!(
+                    "job {id}: the pretext split (train, data_fraction {}) of dataset {:?} in \
+                     {} has {} images, fewer than one batch of {}",
+                    cfg.data_fraction,
+                    job.dataset_name,
+                    job.data_root.join(&job.dataset.folder).display(),
+                    set.len(),
+                    cfg.batch_size
+                )));
+            }
             let outcome = pretext::train(&cfg, &set, &job.job_dir, job.device, events, cancel)?;
             Ok(json!({
                 "loss": outcome.loss,

@@ -107,13 +107,14 @@ pub(crate) fn start(spec: CommandJob<'_>) -> Result<Execution, Failure> {
     let (events_tx, events) = mpsc::unbounded_channel();
     let (done_tx, done) = oneshot::channel();
     let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
     // Spawned with the pipes taken: `spawn` just succeeded with both piped.
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let stdout_task = tokio::spawn(read_stdout(stdout, events_tx));
     let stderr_task = tokio::spawn(read_stderr(stderr));
     let grace = spec.grace;
-    let watched = stop.clone();
+    let watched = (stop.clone(), kill.clone());
     tokio::spawn(async move {
         let outcome = supervise(child, watched, grace, stdout_task, stderr_task).await;
         let _ = done_tx.send(outcome);
@@ -121,14 +122,15 @@ pub(crate) fn start(spec: CommandJob<'_>) -> Result<Execution, Failure> {
     Ok(Execution {
         events,
         done,
-        stopper: Stopper::Token(stop),
+        stopper: Stopper::Command { stop, kill },
     })
 }
 
-/// Waits for the program (stopping it when asked) and turns its end into an outcome.
+/// Waits for the program (stopping it when asked: SIGTERM, SIGKILL after `grace` or
+/// on `kill`) and turns its end into an outcome.
 async fn supervise(
     mut child: Child,
-    stop: CancellationToken,
+    (stop, kill): (CancellationToken, CancellationToken),
     grace: Duration,
     stdout_task: tokio::task::JoinHandle<Option<Value>>,
     stderr_task: tokio::task::JoinHandle<VecDeque<String>>,
@@ -143,6 +145,10 @@ async fn supervise(
             tokio::select! {
                 status = child.wait() => status,
                 () = tokio::time::sleep(grace) => {
+                    signal_group(pid, libc::SIGKILL);
+                    child.wait().await
+                }
+                () = kill.cancelled() => {
                     signal_group(pid, libc::SIGKILL);
                     child.wait().await
                 }

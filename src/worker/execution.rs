@@ -28,8 +28,12 @@ pub(crate) enum Outcome {
 
 /// How to ask a running job to stop.
 pub(crate) enum Stopper {
-    /// The command task watches the token: SIGTERM, then SIGKILL after a grace period.
-    Token(CancellationToken),
+    /// The command task watches the tokens: `stop` sends SIGTERM, then SIGKILL after a
+    /// grace period; `kill` sends SIGKILL to the program's process group at once.
+    Command {
+        stop: CancellationToken,
+        kill: CancellationToken,
+    },
     /// The training loop reads the flag every step.
     Flag(Arc<AtomicBool>),
 }
@@ -37,7 +41,19 @@ pub(crate) enum Stopper {
 impl Stopper {
     pub(crate) fn stop(&self) {
         match self {
-            Stopper::Token(token) => token.cancel(),
+            Stopper::Command { stop, .. } => stop.cancel(),
+            Stopper::Flag(flag) => flag.store(true, Ordering::Relaxed),
+        }
+    }
+
+    /// Ends the job now: a program's process group is killed; a training thread is
+    /// asked to stop and dies with the process if it has not by then.
+    pub(crate) fn kill(&self) {
+        match self {
+            Stopper::Command { stop, kill } => {
+                stop.cancel();
+                kill.cancel();
+            }
             Stopper::Flag(flag) => flag.store(true, Ordering::Relaxed),
         }
     }

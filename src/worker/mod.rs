@@ -166,8 +166,30 @@ enum StopReason {
     Lost,
 }
 
-/// Consecutive store failures the loop rides out before giving up.
+/// How long an idle worker waits for a store that does not answer before giving up.
+const STORE_OUTAGE_TOLERATED: Duration = Duration::from_secs(600);
+
+/// Consecutive store errors (the store answering) the loop rides out before giving up.
 const STORE_FAILURES_TOLERATED: u32 = 30;
+
+/// A store outage as the worker lives it; `None` while the store answers.
+type Outage = Option<OutageState>;
+
+struct OutageState {
+    since: Instant,
+    reminded: Instant,
+    /// What could not be written, and how many times, for the line at the end.
+    missed: std::collections::BTreeMap<String, u64>,
+}
+
+/// How often a long outage is logged again.
+const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
+
+/// The longest pause between two tries of a write that waits for the store.
+const OUTAGE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How long a killed job has to report its end before its lease is given back anyway.
+const KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// Clocks further apart than this are worth a line in the log.
 const CLOCK_DIFFERENCE_NOTED_SECS: f64 = 5.0;
@@ -185,6 +207,18 @@ pub async fn run(
     store: Store,
     config: WorkerConfig,
     shutdown: CancellationToken,
+) -> WorkerResult<WorkerSummary> {
+    run_with_kill(store, config, shutdown, CancellationToken::new()).await
+}
+
+/// [`run`], and once `kill` is cancelled (a second signal) the running job is ended
+/// at once (a program's whole process group is killed, whatever signals it ignores),
+/// its lease given back without waiting for the shutdown grace, and the worker stops.
+pub async fn run_with_kill(
+    store: Store,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
 ) -> WorkerResult<WorkerSummary> {
     let storage = Storage::open(&config.artifacts, config.scratch.as_deref())?;
     let cache_dir = match &config.cache_dir {
@@ -227,6 +261,9 @@ pub async fn run(
         storage,
         cache_dir,
         provenance,
+        kill,
+        shutdown: shutdown.clone(),
+        outage: std::sync::Mutex::new(Outage::default()),
     };
     tracing::info!(
         worker = %worker.info.name,
@@ -276,6 +313,13 @@ struct Worker {
     device: Device,
     storage: Storage,
     cache_dir: PathBuf,
+    /// Cancelled on a second signal: end the running job now and give it back.
+    kill: CancellationToken,
+    /// The first signal: no more claims, and writes that wait for the store give up
+    /// after the shutdown grace.
+    shutdown: CancellationToken,
+    /// A std mutex: held for a few field updates, never across an await.
+    outage: std::sync::Mutex<Outage>,
     /// This worker's part of every attempt's provenance; the dataset is added per job.
     provenance: Provenance,
 }
@@ -320,9 +364,10 @@ impl Worker {
     async fn run_loop(&self, shutdown: &CancellationToken) -> WorkerResult<WorkerSummary> {
         let mut summary = WorkerSummary::default();
         let mut failures = 0u32;
+        let mut failing_since: Option<Instant> = None;
         let mut next_reap = Instant::now();
         loop {
-            if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() || self.kill.is_cancelled() {
                 return Ok(summary);
             }
             if self
@@ -333,17 +378,33 @@ impl Worker {
                 return Ok(summary);
             }
             match self.step(&mut summary, &mut next_reap, shutdown).await {
-                Ok(true) => failures = 0,
+                Ok(true) => {
+                    failures = 0;
+                    failing_since = None;
+                    self.store_answered();
+                }
                 Ok(false) => return Ok(summary),
                 Err(error) => {
                     failures += 1;
-                    if failures >= STORE_FAILURES_TOLERATED {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    // An outage is waited out for minutes (a database restart); an
+                    // error that repeats while the store answers, a few tries.
+                    let give_up = if error.is_unavailable() {
+                        since.elapsed() >= STORE_OUTAGE_TOLERATED
+                    } else {
+                        failures >= STORE_FAILURES_TOLERATED
+                    };
+                    if give_up {
                         return Err(WorkerError::StoreUnavailable {
                             count: failures,
                             last: error,
                         });
                     }
-                    tracing::warn!(error = %redact_url(&format!("{:#}", anyhow_like(&error))), "store error; trying again");
+                    if error.is_unavailable() {
+                        self.store_failed("claims", &error);
+                    } else {
+                        tracing::warn!(error = %redact_url(&format!("{:#}", anyhow_like(&error))), "store error; trying again");
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(summary),
                         () = tokio::time::sleep(self.config.poll) => {}
@@ -429,6 +490,7 @@ impl Worker {
         let mut newest_checkpoint: Option<PathBuf> = None;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut deadline = far;
+        let mut killed = false;
         let outcome = loop {
             if upload.is_none() && stop != Some(StopReason::Lost) {
                 if let Some(path) = newest_checkpoint.take() {
@@ -461,10 +523,13 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick(), if stop != Some(StopReason::Lost) => {
-                    self.flush(job, &mut metrics, &mut stop, &execution).await;
-                    self.renew(job, step, &mut stop, &execution).await;
-                    if let Err(error) = self.store.touch_worker(&self.info.id).await {
-                        tracing::debug!(error = %redact_url(&error.to_string()), "cannot mark the worker alive");
+                    // While the store is away one failed call per tick is enough.
+                    if self.flush(job, &mut metrics, &mut stop, &execution).await
+                        && self.renew(job, step, &mut stop, &execution).await
+                    {
+                        if let Err(error) = self.store.touch_worker(&self.info.id).await {
+                            tracing::debug!(error = %redact_url(&error.to_string()), "cannot mark the worker alive");
+                        }
                     }
                 }
                 () = shutdown.cancelled(), if stop.is_none() => {
@@ -472,6 +537,15 @@ impl Worker {
                     stop = Some(StopReason::Shutdown);
                     deadline = Instant::now() + self.config.shutdown_grace + Duration::from_secs(1);
                     execution.stopper.stop();
+                }
+                () = self.kill.cancelled(), if !killed => {
+                    tracing::warn!("stopping now: killing the job and giving its lease back");
+                    killed = true;
+                    if stop.is_none() {
+                        stop = Some(StopReason::Shutdown);
+                    }
+                    deadline = Instant::now() + KILL_WAIT;
+                    execution.stopper.kill();
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::warn!("the job did not stop in time; giving its lease back");
@@ -493,8 +567,18 @@ impl Worker {
                 let _ = running.task.await;
             }
         }
-        if stop != Some(StopReason::Lost) {
-            self.flush(job, &mut metrics, &mut stop, &execution).await;
+        if stop != Some(StopReason::Lost) && !metrics.is_empty() {
+            let points = metrics.len();
+            let written = self
+                .until_recorded(job, &format!("its last {points} metric values"), || {
+                    self.store.record_metrics(job.id, job.attempt, &metrics)
+                })
+                .await;
+            match written {
+                Ok(Write::Applied) => metrics.clear(),
+                Ok(Write::Superseded) => lose(&mut stop, &execution),
+                Err(_) => metrics.clear(),
+            }
         }
         let finish = match (outcome, stop) {
             (_, Some(StopReason::Lost)) => {
@@ -502,17 +586,36 @@ impl Worker {
                 return Ok(End::Lost);
             }
             (Outcome::Succeeded(result), _) => {
-                match self.store_outputs(job, files, result).await? {
-                    Ok(result) => Finish::Succeeded(result),
-                    Err(Stored::Lost) => return Ok(End::Lost),
-                    Err(Stored::Failed(failure)) => Finish::Failed(failure),
+                match self.store_outputs(job, files, result.clone()).await {
+                    Ok(Ok(result)) => Finish::Succeeded(result),
+                    Ok(Err(Stored::Lost)) => return Ok(End::Lost),
+                    Ok(Err(Stored::Failed(failure))) => Finish::Failed(failure),
+                    Err(error) => {
+                        tracing::error!(
+                            job = %job.id,
+                            attempt = job.attempt,
+                            %result,
+                            "job {} attempt {} succeeded but its end could not be recorded",
+                            job.id,
+                            job.attempt
+                        );
+                        return Err(error);
+                    }
                 }
             }
             (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Cancel)) => Finish::Cancelled,
             (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Shutdown)) => {
-                // What the job did so far goes to the store for whoever takes it next.
-                self.push_progress(job, files).await;
-                return match self.store.release(job.id, job.attempt).await? {
+                // What the job did so far goes to the store for whoever takes it next,
+                // unless the worker must end now.
+                if !killed {
+                    self.push_progress(job, files).await;
+                }
+                let released = self
+                    .until_recorded(job, "the release of its lease", || {
+                        self.store.release(job.id, job.attempt)
+                    })
+                    .await?;
+                return match released {
                     Write::Applied => {
                         tracing::info!("job given back to the queue");
                         Ok(End::Released)
@@ -549,6 +652,7 @@ impl Worker {
             .await
         {
             Ok(Lease::Held { cancel }) => {
+                self.store_answered();
                 if cancel && stop.is_none() {
                     tracing::info!("cancel requested; stopping the job");
                     *stop = Some(StopReason::Cancel);
@@ -558,6 +662,10 @@ impl Worker {
             }
             Ok(Lease::Lost) => {
                 lose(stop, execution);
+                false
+            }
+            Err(error) if error.is_unavailable() => {
+                self.store_failed(&format!("lease renewals of job {}", job.id), &error);
                 false
             }
             Err(error) => {
@@ -641,6 +749,13 @@ impl Worker {
         match self.store.set_checkpoint(job.id, job.attempt, key).await {
             Ok(Write::Applied) => tracing::info!(checkpoint = %key, "checkpoint stored"),
             Ok(Write::Superseded) => lose(stop, execution),
+            Err(error) if error.is_unavailable() => self.store_failed(
+                &format!(
+                    "checkpoint {key} of job {} (the final one is recorded at the end)",
+                    job.id
+                ),
+                &error,
+            ),
             Err(error) => {
                 tracing::warn!(error = %redact_url(&error.to_string()), "cannot record a checkpoint")
             }
@@ -656,11 +771,17 @@ impl Worker {
         files: &JobFiles,
         mut result: serde_json::Value,
     ) -> Result<Result<serde_json::Value, Stored>, StoreError> {
-        if let Lease::Lost = self
-            .store
-            .heartbeat(job.id, job.attempt, self.config.lease, None)
-            .await?
-        {
+        let lease = self
+            .until_recorded(
+                job,
+                "the renewal of its lease before storing its files",
+                || {
+                    self.store
+                        .heartbeat(job.id, job.attempt, self.config.lease, None)
+                },
+            )
+            .await?;
+        if let Lease::Lost = lease {
             return Ok(Err(Stored::Lost));
         }
         if let Err(error) = self.storage.push(files).await {
@@ -675,7 +796,12 @@ impl Worker {
             .and_then(serde_json::Value::as_str)
             .map(PathBuf::from);
         if let Some(key) = local.and_then(|path| files.key_of(&path)) {
-            if let Write::Superseded = self.store.set_checkpoint(job.id, job.attempt, &key).await? {
+            let recorded = self
+                .until_recorded(job, "its final checkpoint", || {
+                    self.store.set_checkpoint(job.id, job.attempt, &key)
+                })
+                .await?;
+            if let Write::Superseded = recorded {
                 return Ok(Err(Stored::Lost));
             }
             tracing::info!(checkpoint = %key, "final checkpoint stored");
@@ -701,38 +827,172 @@ impl Worker {
         }
     }
 
+    /// Writes the metrics gathered since the last flush; false when the store did not
+    /// answer (they are kept for the next flush).
     async fn flush(
         &self,
         job: &ClaimedJob,
         metrics: &mut Vec<MetricPoint>,
         stop: &mut Option<StopReason>,
         execution: &Execution,
-    ) {
+    ) -> bool {
         if metrics.is_empty() {
-            return;
+            return true;
         }
         match self
             .store
             .record_metrics(job.id, job.attempt, metrics)
             .await
         {
-            Ok(Write::Applied) => metrics.clear(),
+            Ok(Write::Applied) => {
+                self.store_answered();
+                metrics.clear();
+                true
+            }
             Ok(Write::Superseded) => {
                 metrics.clear();
                 lose(stop, execution);
+                true
             }
-            // Kept for the next flush.
-            Err(error) => tracing::warn!(%error, "cannot record metrics"),
+            Err(error) if error.is_unavailable() => {
+                self.store_failed(
+                    &format!(
+                        "metric flushes of job {} (kept, written once it answers)",
+                        job.id
+                    ),
+                    &error,
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot record metrics");
+                true
+            }
+        }
+    }
+
+    /// Runs `write`, a store write that ends or records an attempt, until the store
+    /// takes it: an outage delays the attempt's end, it does not drop it. Gives up on
+    /// an error that is not an outage, on a second signal, or once the shutdown grace
+    /// has passed after the first, and then logs the job, the attempt and `what` was
+    /// lost.
+    async fn until_recorded<T, F, Fut>(
+        &self,
+        job: &ClaimedJob,
+        what: &str,
+        mut write: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut pause = Duration::from_millis(200);
+        let mut give_up_at: Option<Instant> = None;
+        loop {
+            let error = match write().await {
+                Ok(value) => {
+                    self.store_answered();
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            if self.shutdown.is_cancelled() && give_up_at.is_none() {
+                give_up_at = Some(Instant::now() + self.config.shutdown_grace);
+            }
+            let out_of_time = give_up_at.is_some_and(|at| Instant::now() >= at);
+            if !error.is_unavailable() || self.kill.is_cancelled() || out_of_time {
+                tracing::error!(
+                    job = %job.id,
+                    attempt = job.attempt,
+                    error = %redact_url(&format!("{:#}", anyhow_like(&error))),
+                    "job {} attempt {}: {what} could not be recorded",
+                    job.id,
+                    job.attempt
+                );
+                return Err(error);
+            }
+            self.store_failed(&format!("job {}: {what}", job.id), &error);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.kill.cancelled() => {}
+            }
+            pause = (pause * 2).min(OUTAGE_RETRY_MAX);
+        }
+    }
+
+    /// Notes a call that failed because the store is away: the first one of an
+    /// outage is logged with its cause, then a reminder at most every
+    /// [`OUTAGE_REMINDER`] with how long it has lasted; `what` is counted for the line
+    /// logged when the store answers again.
+    fn store_failed(&self, what: &str, error: &StoreError) {
+        let cause = redact_url(&format!("{:#}", anyhow_like(error)));
+        let mut outage = self
+            .outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let state = outage.get_or_insert_with(|| {
+            tracing::warn!(
+                error = %cause,
+                "the store cannot be reached; retrying (a running job goes on, what it \
+                 reports meanwhile is kept)"
+            );
+            OutageState {
+                since: now,
+                reminded: now,
+                missed: std::collections::BTreeMap::new(),
+            }
+        });
+        if now.duration_since(state.reminded) >= OUTAGE_REMINDER {
+            state.reminded = now;
+            tracing::warn!(
+                error = %cause,
+                "the store has been unreachable for {:.0} s; still retrying",
+                now.duration_since(state.since).as_secs_f64()
+            );
+        }
+        *state.missed.entry(what.to_owned()).or_default() += 1;
+    }
+
+    /// Ends an outage, if there was one, with a line saying how long it lasted and
+    /// what could not be written meanwhile.
+    fn store_answered(&self) {
+        let ended = self
+            .outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(state) = ended {
+            let missed: Vec<String> = state
+                .missed
+                .iter()
+                .map(|(what, times)| format!("{what}: {times} failed"))
+                .collect();
+            tracing::warn!(
+                "the store answers again after {:.1} s; not recorded meanwhile: {}",
+                state.since.elapsed().as_secs_f64(),
+                missed.join("; ")
+            );
         }
     }
 
     async fn finish(&self, job: &ClaimedJob, finish: Finish) -> Result<End, StoreError> {
         let backoff = self.config.backoff(job.attempt);
-        match self
-            .store
-            .finish(job.id, job.attempt, &finish, backoff)
-            .await?
-        {
+        let what = match &finish {
+            Finish::Succeeded(result) => format!("its end (succeeded, result {result})"),
+            Finish::Failed(failure) => format!(
+                "its end (failed, {}: {})",
+                failure.kind,
+                failure.message.lines().next().unwrap_or("")
+            ),
+            Finish::Cancelled => "its end (cancelled)".to_owned(),
+        };
+        let ended = self
+            .until_recorded(job, &what, || {
+                self.store.finish(job.id, job.attempt, &finish, backoff)
+            })
+            .await?;
+        match ended {
             Some(state) => {
                 match (&finish, state) {
                     (Finish::Failed(failure), JobState::Queued) => tracing::warn!(
@@ -746,7 +1006,11 @@ impl Worker {
                 Ok(End::Finished(state))
             }
             None => {
-                tracing::warn!("the attempt was superseded; its end was not recorded");
+                tracing::warn!(
+                    job = %job.id,
+                    attempt = job.attempt,
+                    "the attempt was superseded; {what} was not recorded"
+                );
                 Ok(End::Lost)
             }
         }
@@ -883,6 +1147,7 @@ impl Worker {
             kind: job.kind,
             params: job.params.clone(),
             dataset,
+            dataset_name: dataset_name.to_owned(),
             data_root: absolute(&data_root),
             job_dir: absolute(&job_dir),
             init_checkpoint,

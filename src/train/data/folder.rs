@@ -1,8 +1,9 @@
 //! Which files a [`DatasetSpec`] selects from an ImageFolder tree, and how they split.
 //!
 //! An ImageFolder is a folder with one sub-folder per label; every JPEG, PNG, TIFF or
-//! BMP file below a label folder (at any depth, hidden files left out) is an image of
-//! that label. The spec's rules apply in this order:
+//! BMP file below a label folder (at any depth, hidden files left out, symbolic links
+//! followed) is an image of that label, each folder and file counted once however
+//! many links lead to it, so a link loop cannot multiply a label. The spec's rules apply in this order:
 //!
 //! 1. list the label folders, sorted by name;
 //! 2. `include_labels` (only these; any that is missing is an error),
@@ -23,7 +24,7 @@
 //! same (spec, seed) always yields the same images, whatever the machine, and one
 //! label's images do not change when another label is added or removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
@@ -292,7 +293,8 @@ fn list_labels(folder: &Path) -> DataResult<BTreeMap<String, Vec<PathBuf>>> {
             continue;
         }
         let mut files = Vec::new();
-        collect_images(&path, &mut files)?;
+        let mut seen = Seen::default();
+        collect_images(&path, &mut files, &mut seen)?;
         files.sort();
         labels.insert(name, files);
     }
@@ -304,16 +306,41 @@ fn list_labels(folder: &Path) -> DataResult<BTreeMap<String, Vec<PathBuf>>> {
     Ok(labels)
 }
 
-fn collect_images(dir: &Path, files: &mut Vec<PathBuf>) -> DataResult<()> {
-    for dir_entry in read_dir(dir)? {
+/// What one label's walk has visited, by canonical path: a folder reached twice (a
+/// symbolic link to an ancestor, or two links to one folder) is read once, and a file
+/// reached twice counts once.
+#[derive(Default)]
+struct Seen {
+    dirs: HashSet<PathBuf>,
+    files: HashSet<PathBuf>,
+}
+
+fn collect_images(dir: &Path, files: &mut Vec<PathBuf>, seen: &mut Seen) -> DataResult<()> {
+    let canonical = std::fs::canonicalize(dir).map_err(|source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !seen.dirs.insert(canonical) {
+        tracing::debug!(dir = %dir.display(), "folder already read through another path; skipped");
+        return Ok(());
+    }
+    // By name, so that which path of a file reached twice is kept never depends on
+    // the order the file system lists a folder in.
+    let mut entries = read_dir(dir)?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for dir_entry in entries {
         let path = dir_entry.path();
         if dir_entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         if path.is_dir() {
-            collect_images(&path, files)?;
+            collect_images(&path, files, seen)?;
         } else if is_image(&path) {
-            files.push(path);
+            // A dangling link is kept as it is: decoding reports it like any bad file.
+            let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if seen.files.insert(canonical) {
+                files.push(path);
+            }
         }
     }
     Ok(())
