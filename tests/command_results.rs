@@ -255,7 +255,7 @@ command = ["sh", "flaky.sh"]
 [[stages]]
 name = "broken"
 kind = "command"
-command = ["sh", "-c", "echo partial; echo boom >&2; exit 3"]
+command = ["sh", "-c", "echo partial; echo boom >&2; exit 3", "postgres://u:pw-in-argv@db/x"]
 "#;
     submit(db, sweep);
     let shared = format!("file://{}", db.path("shared").display());
@@ -319,6 +319,11 @@ command = ["sh", "-c", "echo partial; echo boom >&2; exit 3"]
     }
     assert!(
         log.contains("==> attempt 1 exited with status 3 after "),
+        "{log}"
+    );
+    // The header shows the command, a password in it masked.
+    assert!(
+        log.contains("postgres://u:***@db/x") && !log.contains("pw-in-argv"),
         "{log}"
     );
 

@@ -135,7 +135,8 @@ pub(crate) fn start(spec: CommandJob<'_>) -> Result<Execution, Failure> {
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         spec.worker,
         spec.host,
-        shell_words(&argv),
+        // A password in a URL argument stays out of a file others may read.
+        crate::redact::redact_url(&shell_words(&argv)),
     );
     let mut log_file = open_log(&log_path, &header).map_err(|error| Failure {
         kind: "io".into(),
