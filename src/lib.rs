@@ -16,8 +16,9 @@
 //!   many machines): atomic claims, leases renewed by heartbeat, fencing by
 //!   `(job, attempt)`, the reaper, metrics, stage promotion, read-only queries.
 //! - [`worker`]: the claim / run / complete loop, device pinning, heartbeats,
-//!   cancellation and graceful shutdown; runs `command` jobs itself and hands
-//!   training jobs to [`train`] on a dedicated thread.
+//!   cancellation and graceful shutdown; runs `command` jobs itself (their metric
+//!   lines summarised into a typed result, their output kept in a log among the
+//!   job's artifacts) and hands training jobs to [`train`] on a dedicated thread.
 //! - [`train`]: libtorch through `tch`: backbones, the SimCLR pretext task (projection
 //!   head, NT-Xent, LARS, warmup + cosine), batched augmentation on the training
 //!   device, ImageFolder datasets with a shared decoded cache, the linear protocol,

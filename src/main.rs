@@ -45,6 +45,8 @@ enum Command {
     Cancel(SelectArgs),
     /// Put failed or cancelled jobs back in the queue.
     Retry(SelectArgs),
+    /// Print a command job's output log: its stdout and stderr, every attempt.
+    Logs(LogsArgs),
     /// List the workers that registered in the store.
     Workers(FormatArgs),
     /// Run read-only SQL against the store.
@@ -218,6 +220,19 @@ struct SelectArgs {
     stage: Option<String>,
     #[arg(long, value_parser = parse_state)]
     state: Option<JobState>,
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    /// The job: its id, or the start of it when no other job's id starts the same.
+    job: String,
+    /// The artifact store the workers write to, as `worker --artifacts` takes it.
+    #[arg(long, env = "SWEEPER_ARTIFACTS", default_value = "artifacts")]
+    artifacts: String,
+    /// A worker's scratch directory on this machine, read first, as `worker --scratch`
+    /// takes it: a running job's log is there before it reaches the store.
+    #[arg(long, env = "SWEEPER_SCRATCH")]
+    scratch: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -447,6 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(args) => jobs(db, args).await,
         Command::Cancel(args) => cancel(db, args).await,
         Command::Retry(args) => retry(db, args).await,
+        Command::Logs(args) => logs(db, args).await,
         Command::Workers(args) => workers(db, args).await,
         Command::Query(args) => query(db, args).await,
         Command::Worker(args) => run_worker(db, args).await,
@@ -938,6 +954,47 @@ async fn retry(db: &str, args: SelectArgs) -> anyhow::Result<()> {
     let store = open_reaped(db).await?;
     let retried = store.retry(&filter).await?;
     println!("{retried} jobs back in the queue");
+    Ok(())
+}
+
+async fn logs(db: &str, args: LogsArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let prefix = store::IdPrefix::parse(&args.job).ok_or_else(|| {
+        BadInput(format!(
+            "{:?} is not a job id or the start of one",
+            args.job
+        ))
+    })?;
+    let store = open(db).await?;
+    let mut found = store.jobs_by_id_prefix(&prefix, 2).await?;
+    let job = match found.len() {
+        0 => bail!(BadInput(format!("no job id starts with {:?}", args.job))),
+        1 => found.remove(0),
+        _ => bail!(BadInput(format!(
+            "several job ids start with {:?} ({}, {}, …): give more of the id",
+            args.job, found[0].id, found[1].id
+        ))),
+    };
+    if job.kind != sweep::StageKind::Command {
+        bail!(BadInput(format!(
+            "job {} is a {} job: only command jobs keep an output log",
+            job.id,
+            job.kind.as_str()
+        )));
+    }
+    let log = worker::read_output_log(&args.artifacts, args.scratch.as_deref(), &job.sweep, job.id)
+        .await?;
+    let Some(bytes) = log else {
+        bail!(
+            "job {} ({}) has no output log in {}",
+            job.id,
+            job.state.as_str(),
+            args.artifacts
+        );
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&bytes)?;
+    stdout.flush()?;
     Ok(())
 }
 

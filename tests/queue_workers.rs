@@ -228,7 +228,9 @@ echo "{\"result\": {\"arg\": \"$1\", \"env\": $SWEEPER_PARAM_BATCH_SIZE, \"cuda\
     assert_eq!(ok.state, JobState::Succeeded, "{:?}", ok.error_message);
     assert_eq!(
         ok.result,
-        Some(json!({"arg": "--bs=64", "env": 64, "cuda": "", "attempt": 1}))
+        Some(
+            json!({"arg": "--bs=64", "env": 64, "cuda": "", "attempt": 1, "loss": 0.25, "loss_best": 0.25})
+        )
     );
     let losses: Vec<(i64, f64)> = store
         .metrics(ok.id)

@@ -644,7 +644,9 @@ fn downstream_section(
     out.push('\n');
 }
 
-/// Any other stage: one row per job, its grid values and numeric results.
+/// A `command` stage: one row per job with its grid values, seed and state, then a
+/// column per numeric result field (a metric's final value, its `_best`, and what the
+/// program's `result` lines set), sorted by name so a metric sits beside its best.
 fn command_section(
     out: &mut String,
     input: &ReportInput,
@@ -660,20 +662,40 @@ fn command_section(
         let _ = writeln!(out, "No jobs yet.\n");
         return;
     }
-    let axes: Vec<&str> = stage.grid.iter().map(|(axis, _)| axis.as_str()).collect();
+    let axes: Vec<&str> = stage
+        .grid
+        .iter()
+        .map(|(axis, _)| axis.as_str())
+        .filter(|axis| *axis != SEED)
+        .collect();
+    let with_seed = jobs.iter().any(|job| job.params.contains_key(SEED));
     let metric_names: BTreeSet<String> = jobs
         .iter()
         .flat_map(|job| job.metrics().into_keys())
         .collect();
+    if !metric_names.is_empty() {
+        let _ = writeln!(
+            out,
+            "One row per job. A metric's column holds its final value and `<metric>_best` its \
+             best: the lowest for a loss or an error, the highest for anything else, unless \
+             the program said otherwise.\n"
+        );
+    }
     let header: Vec<&str> = axes
         .iter()
         .copied()
+        .chain(with_seed.then_some(SEED))
+        .chain(std::iter::once("state"))
         .chain(metric_names.iter().map(String::as_str))
         .collect();
     let _ = writeln!(out, "| {} |", header.join(" | "));
     let _ = writeln!(out, "|{}", " :--: |".repeat(header.len()));
     for job in &jobs {
         let mut cells: Vec<String> = axes.iter().map(|axis| plain(param(job, axis))).collect();
+        if with_seed {
+            cells.push(plain(param(job, SEED)));
+        }
+        cells.push(job.state.as_str().to_string());
         let cell = Cell { jobs: vec![job] };
         for name in &metric_names {
             let marks = cell.marks(name);

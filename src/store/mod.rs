@@ -47,6 +47,7 @@ pub use query::query_read_only;
 
 pub use error::{StoreError, StoreResult};
 pub(crate) use id::Id;
+pub use id::IdPrefix;
 
 use error::Context as _;
 

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::error::Context as _;
 use super::{
-    on_conn, Id, JobFilter, JobProvenance, JobRow, JobState, MetricRow, PromotionRow, RunningRow,
-    StageCount, Store, StoreResult, WorkerRow,
+    on_conn, Id, IdPrefix, JobFilter, JobProvenance, JobRow, JobState, MetricRow, PromotionRow,
+    RunningRow, StageCount, Store, StoreResult, WorkerRow,
 };
 use crate::provenance::Provenance;
 use crate::sweep::{Params, Spec};
@@ -82,6 +82,34 @@ impl Store {
             ..JobFilter::default()
         };
         Ok(self.jobs(&filter, Some(1)).await?.into_iter().next())
+    }
+
+    /// The jobs whose id starts with `prefix`, in id order, at most `limit`.
+    pub async fn jobs_by_id_prefix(
+        &self,
+        prefix: &IdPrefix,
+        limit: i64,
+    ) -> StoreResult<Vec<JobRow>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, _b| {
+            // Text ids on SQLite are lower-case and hyphenated in fixed places, so they
+            // sort as the uuids do on Postgres: one range serves both.
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE id >= $1 AND id <= $2 ORDER BY id LIMIT $3"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(Id(prefix.first))
+                .bind(Id(prefix.last))
+                .bind(limit)
+                .fetch_all(&mut *c)
+                .await
+                .context("cannot read jobs")?;
+            rows.iter()
+                .map(decode_job)
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot read jobs")
+        })
     }
 
     /// Every job of a sweep, every column, for the report.

@@ -10,7 +10,8 @@
 //!
 //! A job's files are written on this machine's scratch space and mirrored to the
 //! artifact store ([`files`]): pulled before the job starts, pushed after each
-//! checkpoint (once the lease is confirmed) and at the end. The job's `checkpoint`
+//! checkpoint (once the lease is confirmed) and at the end, however it ended (a
+//! `command` job's output log among them, see [`read_output_log`]). The job's `checkpoint`
 //! column holds the artifact key, which a downstream job on any machine fetches.
 //!
 //! Every lease is measured on the database's clock; the worker's own clock (shifted
@@ -38,6 +39,7 @@ pub mod command;
 pub mod device;
 mod execution;
 mod files;
+pub mod summary;
 mod training;
 
 pub use device::{Device, DeviceRequest};
@@ -283,6 +285,50 @@ pub async fn run_with_kill(
     Ok(summary)
 }
 
+/// The output log of a `command` job ([`command::OUTPUT_LOG`]), every attempt's:
+/// `<scratch>/<sweep>/<job>/output.log` when `scratch` is given and holds it (a job
+/// running on this machine writes there first and uploads at its end), else the copy
+/// in the artifact store at `artifacts` (a directory, `file://` or `s3://`). None when
+/// neither has one; nothing is created.
+pub async fn read_output_log(
+    artifacts: &str,
+    scratch: Option<&Path>,
+    sweep: &str,
+    job: Uuid,
+) -> ArtifactResult<Option<Vec<u8>>> {
+    let key = format!(
+        "{}/{}",
+        crate::artifacts::Artifacts::job_prefix(sweep, job),
+        command::OUTPUT_LOG
+    );
+    if let Some(scratch) = scratch {
+        let local = scratch.join(&key);
+        match tokio::fs::read(&local).await {
+            Ok(bytes) => return Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ArtifactError::Local {
+                    path: local,
+                    source,
+                })
+            }
+        }
+    }
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let location = crate::artifacts::Location::parse(artifacts, &env)?;
+    if let crate::artifacts::Location::Directory(dir) = &location {
+        // Opening a directory store creates it; a reader has no business doing so.
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+    }
+    let store = crate::artifacts::Artifacts::open(&location, &env)?;
+    if store.size(&key).await?.is_none() {
+        return Ok(None);
+    }
+    store.get_bytes(&key).await.map(Some)
+}
+
 /// Logs how far this machine's clock is from the database's. Leases are measured on
 /// the database's clock alone, so a difference changes nothing but the log's dates.
 async fn note_clock_difference(store: &Store, config: &WorkerConfig) {
@@ -460,6 +506,9 @@ impl Worker {
             Ok(execution) => execution,
             Err(Started::Failed(failure)) => {
                 tracing::warn!(kind = %failure.kind, message = %failure.message, "cannot start the job");
+                if files.dir.join(command::OUTPUT_LOG).is_file() {
+                    self.push_progress(job, &files).await;
+                }
                 return self.finish(job, Finish::Failed(failure)).await;
             }
             Err(Started::Store(error)) => {
@@ -603,7 +652,11 @@ impl Worker {
                     }
                 }
             }
-            (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Cancel)) => Finish::Cancelled,
+            (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Cancel)) => {
+                // Its files (a command's output log among them) stay readable.
+                self.push_progress(job, files).await;
+                Finish::Cancelled
+            }
             (Outcome::Failed(_) | Outcome::Stopped, Some(StopReason::Shutdown)) => {
                 // What the job did so far goes to the store for whoever takes it next,
                 // unless the worker must end now.
@@ -624,9 +677,9 @@ impl Worker {
                 };
             }
             (Outcome::Failed(failure), None) => {
-                if failure.retryable {
-                    self.push_progress(job, files).await;
-                }
+                // For the next attempt to resume from, or for whoever reads why it
+                // failed (a command's output log).
+                self.push_progress(job, files).await;
                 Finish::Failed(failure)
             }
             (Outcome::Stopped, None) => Finish::Failed(Failure {
@@ -1077,6 +1130,9 @@ impl Worker {
                     job_dir: &absolute(&job_dir),
                     data_root: &absolute(data_root),
                     grace: self.config.shutdown_grace,
+                    worker: &self.info.name,
+                    host: &self.info.host,
+                    started_at: self.config.local_now(),
                 })?)
             }
             StageKind::Pretext | StageKind::Linear | StageKind::Finetune => {
