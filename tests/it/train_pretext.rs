@@ -1,8 +1,6 @@
 //! The pretext runner end to end on a small network: resume after an interrupted
 //! attempt, NaN detection, cancellation, and downstream jobs loading its checkpoint.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -14,6 +12,8 @@ use sweeper::train::downstream::{self, Protocol, Splits};
 use sweeper::train::pretext::{self, PretextOutcome};
 use sweeper::train::{checkpoint, TrainError, TrainEvent, TrainResult};
 use tch::Device;
+
+use crate::common;
 
 fn pretext_config(extra: serde_json::Value) -> PretextConfig {
     let mut p = common::params(json!({

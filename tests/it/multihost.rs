@@ -7,17 +7,16 @@
 //! with clocks two hours ahead and behind: leases follow the database's clock, so
 //! neither steals the live lease nor loses its own.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-use common::{eventually, wait_all, TestDb};
 use sweeper::artifacts::Artifacts;
 use sweeper::store::{JobFilter, JobRow, JobState, Store, WorkerInfo};
 use sweeper::train::synth::{self, SynthConfig};
+
+use crate::common::{eventually, wait_all, TestDb};
 
 backend_tests!(
     a_killed_hosts_job_resumes_on_another_host,

@@ -17,8 +17,6 @@
 //! same build order). Seeds 0, 1 and 2 (of the data and of both networks) gave
 //! margins of 0.12 (0.530 against 0.406), 0.11 and 0.10.
 
-mod common;
-
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 
@@ -27,6 +25,8 @@ use sweeper::train::config::{Architecture, DownstreamConfig, ParamReader, Pretex
 use sweeper::train::downstream::{self, Protocol, Splits};
 use sweeper::train::pretext;
 use tch::Device;
+
+use crate::common;
 
 const IMAGE_SIZE: usize = 32;
 
