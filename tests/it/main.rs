@@ -33,4 +33,5 @@ mod sweep_select;
 mod sweep_spec;
 mod train_downstream;
 mod train_pretext;
+mod train_resume;
 mod train_science;

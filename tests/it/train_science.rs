@@ -55,7 +55,7 @@ fn simclr_features_beat_random_features_on_shapes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (tx, _rx) = mpsc::channel();
     let never = AtomicBool::new(false);
-    let outcome = pretext::train(&cfg, &unlabelled, dir.path(), Device::Cpu, &tx, &never)
+    let outcome = pretext::train(&cfg, &unlabelled, dir.path(), Device::Cpu, 1, &tx, &never)
         .expect("pretext finishes");
     let losses = &outcome.epoch_losses;
     assert!(
