@@ -542,6 +542,14 @@ pub struct MetricPoint {
     pub value: f64,
 }
 
+/// A metric value of an earlier attempt of a job, as the checkpoint a later attempt
+/// resumed from kept it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlierMetric {
+    pub attempt: i32,
+    pub point: MetricPoint,
+}
+
 /// Which jobs a command is about; empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {

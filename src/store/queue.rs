@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::error::Context as _;
 use super::{
-    on_conn, parse_kind, Backend, CancelSummary, ClaimedJob, Conn, Failure, Finish, Id, JobFilter,
-    JobState, Lease, MetricPoint, Store, StoreError, StoreResult, SubmitSummary, WorkerInfo, Write,
+    on_conn, parse_kind, Backend, CancelSummary, ClaimedJob, Conn, EarlierMetric, Failure, Finish,
+    Id, JobFilter, JobState, Lease, MetricPoint, Store, StoreError, StoreResult, SubmitSummary,
+    WorkerInfo, Write,
 };
 use crate::provenance::Provenance;
 use crate::sweep::select::{self, Candidate, CandidateState, Decision};
@@ -310,6 +311,46 @@ impl Store {
             .context("cannot record an attempt's provenance")?;
         });
         Ok(())
+    }
+
+    /// Stores, for the holder of `(job, attempt)`, the values of earlier attempts
+    /// that the job's metrics lack (no value at that step and name in any attempt),
+    /// under the attempt that measured them; all or none.
+    pub async fn restore_metrics(
+        &self,
+        job: Uuid,
+        attempt: i32,
+        earlier: &[EarlierMetric],
+    ) -> StoreResult<Write> {
+        if earlier.is_empty() {
+            return Ok(Write::Applied);
+        }
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        if !conn.holds(job, attempt).await? {
+            return Ok(Write::Superseded);
+        }
+        on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "INSERT INTO metrics (job_id, attempt, step, name, value, recorded_at) \
+                 SELECT $1, $2, $3, $4, $5, {now} WHERE NOT EXISTS \
+                     (SELECT 1 FROM metrics WHERE job_id = $1 AND step = $3 AND name = $4)",
+                now = b.now()
+            );
+            for metric in earlier {
+                sqlx::query(&sql)
+                    .bind(Id(job))
+                    .bind(metric.attempt)
+                    .bind(metric.point.step)
+                    .bind(&metric.point.name)
+                    .bind(metric.point.value)
+                    .execute(&mut *c)
+                    .await
+                    .context("cannot restore a metric")?;
+            }
+        });
+        tx.commit().await?;
+        Ok(Write::Applied)
     }
 
     /// Records the newest checkpoint of `(job, attempt)`.

@@ -3,10 +3,12 @@
 //! Epoch E writes three files, each to a temporary name then renamed into place:
 //! `epoch-EEEE.ot` (every variable of the `VarStore`, via `VarStore::save`),
 //! `epoch-EEEE.optim.ot` (the optimizer's buffers) and last `epoch-EEEE.json`, the
-//! sidecar (epoch, optimizer steps, RNG scheme and seed, model configuration). The
-//! sidecar is written last, so a checkpoint counts only once it is complete: a crash
-//! in between leaves files that [`latest`] ignores.
+//! sidecar (epoch, optimizer steps, RNG scheme and seed, model configuration, and the
+//! metrics of every epoch it covers). The sidecar is written last, so a checkpoint
+//! counts only once it is complete: a crash in between leaves files that [`latest`]
+//! ignores.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +38,22 @@ pub struct Sidecar {
     pub rng: String,
     /// Mean loss of the epoch just finished.
     pub loss: Option<f64>,
+    /// The metrics of epochs 1 to `epoch`, each with the attempt that measured it.
+    /// A checkpoint can reach the artifact store before its epochs' metrics reach
+    /// the database (they travel separately, and a worker can die in between); an
+    /// attempt that resumes from it records those the database lacks, so a job's
+    /// curve has every epoch it resumed past. Empty in checkpoints written before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<EpochMetrics>,
+}
+
+/// One epoch's metrics as the attempt that ran it reported them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: i64,
+    pub attempt: i32,
+    /// Finite values only (JSON has no NaN).
+    pub values: BTreeMap<String, f64>,
 }
 
 /// The paths of one checkpoint.
@@ -198,6 +216,13 @@ mod tests {
             seed: 5,
             rng: "chacha8".into(),
             loss: Some(1.0),
+            history: (1..=epoch)
+                .map(|e| EpochMetrics {
+                    epoch: e,
+                    attempt: 1,
+                    values: [("loss".to_string(), 1.0 / e as f64)].into(),
+                })
+                .collect(),
         }
     }
 

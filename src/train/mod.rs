@@ -79,6 +79,12 @@ pub enum TrainEvent {
     },
     /// A checkpoint was written atomically at this path.
     Checkpoint { epoch: i64, path: PathBuf },
+    /// The job resumed after `epoch` from a checkpoint that kept the metrics of the
+    /// epochs before it (sent once, before any epoch of this attempt).
+    Resumed {
+        epoch: i64,
+        history: Vec<checkpoint::EpochMetrics>,
+    },
 }
 
 /// Why a job did not finish. The variant, not the message, decides whether the
@@ -139,7 +145,15 @@ pub fn run_job(
                     cfg.batch_size
                 )));
             }
-            let outcome = pretext::train(&cfg, &set, &job.job_dir, job.device, events, cancel)?;
+            let outcome = pretext::train(
+                &cfg,
+                &set,
+                &job.job_dir,
+                job.device,
+                job.attempt,
+                events,
+                cancel,
+            )?;
             Ok(json!({
                 "loss": outcome.loss,
                 "epochs": outcome.epochs,

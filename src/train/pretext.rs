@@ -1,6 +1,7 @@
 //! The SimCLR pretext stage: two augmented views per image, backbone + v1 projection
 //! head, NT-Xent, LARS (or SGD/Adam) on warmup + cosine, checkpoints and resume.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -13,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::augment;
 use super::backbone::Backbone;
-use super::checkpoint::{self, Sidecar};
+use super::checkpoint::{self, EpochMetrics, Sidecar};
 use super::config::PretextConfig;
 use super::data::ImageSet;
 use super::device::{self, guard};
@@ -122,12 +123,14 @@ pub fn trainable(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 }
 
 /// Trains SimCLR on `data` (the pretext split, labels unused), resuming from the
-/// newest checkpoint in `job_dir` if there is one.
+/// newest checkpoint in `job_dir` if there is one. `attempt` is the job's attempt,
+/// kept with each epoch's metrics in the checkpoints.
 pub fn train(
     cfg: &PretextConfig,
     data: &ImageSet,
     job_dir: &Path,
     device: Device,
+    attempt: i32,
     events: &Sender<TrainEvent>,
     cancel: &AtomicBool,
 ) -> TrainResult<PretextOutcome> {
@@ -154,6 +157,7 @@ pub fn train(
     let mut optimizer = Optimizer::new(cfg.optimizer, cfg.weight_decay, model.trainable());
     let mut start_epoch = 0;
     let mut last_checkpoint = None;
+    let mut history = Vec::new();
     if let Some(ckpt) = checkpoint::latest(job_dir) {
         let sidecar = ckpt.read_sidecar()?;
         if sidecar.backbone != cfg.arch.name || sidecar.projection_dim != cfg.projection_dim {
@@ -177,6 +181,11 @@ pub fn train(
         start_epoch = sidecar.epoch;
         last_checkpoint = Some(ckpt.weights.clone());
         tracing::info!(epoch = start_epoch, path = %ckpt.weights.display(), "resuming pretext from checkpoint");
+        history = sidecar.history;
+        let _ = events.send(TrainEvent::Resumed {
+            epoch: start_epoch,
+            history: history.clone(),
+        });
     }
 
     let total_steps = steps_per_epoch * cfg.epochs;
@@ -236,6 +245,7 @@ pub fn train(
         let mean_loss = loss_sum / steps_per_epoch as f64;
         let seconds = started.elapsed().as_secs_f64();
         let done = epoch + 1;
+        let mut values = BTreeMap::new();
         for (name, value) in [
             ("loss", mean_loss),
             ("chance_loss", chance),
@@ -250,7 +260,15 @@ pub fn train(
                 name: name.to_string(),
                 value,
             });
+            if value.is_finite() {
+                values.insert(name.to_string(), value);
+            }
         }
+        history.push(EpochMetrics {
+            epoch: done,
+            attempt,
+            values,
+        });
         epoch_losses.push(mean_loss);
         if done % cfg.checkpoint_every == 0 || done == cfg.epochs {
             let sidecar = Sidecar {
@@ -264,6 +282,7 @@ pub fn train(
                 seed: cfg.seed,
                 rng: "chacha8(epoch_seed(seed, epoch))".to_string(),
                 loss: Some(mean_loss),
+                history: history.clone(),
             };
             let ckpt = checkpoint::save(job_dir, &model.vs, &optimizer.state_tensors(), &sidecar)?;
             let _ = events.send(TrainEvent::Checkpoint {

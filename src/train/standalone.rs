@@ -57,6 +57,9 @@ pub fn train_standalone(job: &TrainJob, cancel: Arc<AtomicBool>) -> TrainResult<
             TrainEvent::Checkpoint { epoch, path } => {
                 bar.println(format!("epoch {epoch}: checkpoint {}", path.display()))
             }
+            TrainEvent::Resumed { epoch, .. } => {
+                bar.println(format!("resumed after epoch {epoch}"))
+            }
         }
     }
     bar.finish();

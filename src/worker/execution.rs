@@ -9,13 +9,17 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Failure, MetricPoint};
+use crate::store::{EarlierMetric, Failure, MetricPoint};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum JobEvent {
     Metric(MetricPoint),
-    Progress { step: i64 },
+    Progress {
+        step: i64,
+    },
     Checkpoint(PathBuf),
+    /// Metrics of earlier attempts kept by the checkpoint the job resumed from.
+    Resumed(Vec<EarlierMetric>),
 }
 
 #[derive(Debug, Clone, PartialEq)]

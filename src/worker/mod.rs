@@ -13,6 +13,9 @@
 //! checkpoint (once the lease is confirmed) and at the end, however it ended (a
 //! `command` job's output log among them, see [`read_output_log`]). The job's `checkpoint`
 //! column holds the artifact key, which a downstream job on any machine fetches.
+//! A checkpoint also keeps the metrics of the epochs it covers, and an attempt that
+//! resumes from one records those the store lacks, so a job's curve has every epoch
+//! wherever its attempts died.
 //!
 //! Every lease is measured on the database's clock; the worker's own clock (shifted
 //! by `clock_skew`, to test exactly that) only dates what it logs.
@@ -29,7 +32,8 @@ use crate::artifacts::{ArtifactError, ArtifactResult, SyncReport};
 use crate::provenance::{self, DataFingerprint, Provenance};
 use crate::redact::redact_url;
 use crate::store::{
-    ClaimedJob, Failure, Finish, JobState, Lease, MetricPoint, Store, StoreError, WorkerInfo, Write,
+    ClaimedJob, EarlierMetric, Failure, Finish, JobState, Lease, MetricPoint, Store, StoreError,
+    WorkerInfo, Write,
 };
 use crate::sweep::params::JobParams;
 use crate::sweep::{Spec, StageKind};
@@ -531,7 +535,7 @@ impl Worker {
     ) -> Result<End, StoreError> {
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         heartbeat.tick().await; // the first tick is immediate; the claim just renewed
-        let mut metrics: Vec<MetricPoint> = Vec::new();
+        let mut metrics = Buffered::default();
         let mut step: Option<i64> = None;
         let mut stop: Option<StopReason> = None;
         // One upload at a time; a checkpoint that arrives meanwhile waits for the next.
@@ -543,6 +547,16 @@ impl Worker {
         let outcome = loop {
             if upload.is_none() && stop != Some(StopReason::Lost) {
                 if let Some(path) = newest_checkpoint.take() {
+                    // No gap in a resumed job's curve: the metrics of the epochs a
+                    // checkpoint covers go to the store before its upload starts, so
+                    // the database is not behind the artifact store as a rule. That
+                    // alone guarantees nothing (the upload mirrors the directory, which
+                    // may hold a newer checkpoint by then; a metrics write can fail;
+                    // a store in place holds a checkpoint the moment it is written;
+                    // the worker can die in between), so every checkpoint also keeps
+                    // the metrics of its epochs, and an attempt that resumes from one
+                    // records those the store lacks (`JobEvent::Resumed`).
+                    self.flush(job, &mut metrics, &mut stop, &execution).await;
                     upload = self
                         .start_upload(job, files, path, step, &mut stop, &execution)
                         .await;
@@ -558,8 +572,14 @@ impl Worker {
                 }
                 Some(event) = execution.events.recv() => match event {
                     JobEvent::Metric(point) => {
-                        metrics.push(point);
-                        if metrics.len() >= 256 && stop.is_none() {
+                        metrics.points.push(point);
+                        if metrics.points.len() >= 256 && stop.is_none() {
+                            self.flush(job, &mut metrics, &mut stop, &execution).await;
+                        }
+                    }
+                    JobEvent::Resumed(earlier) => {
+                        metrics.earlier.extend(earlier);
+                        if stop.is_none() {
                             self.flush(job, &mut metrics, &mut stop, &execution).await;
                         }
                     }
@@ -603,8 +623,10 @@ impl Worker {
             }
         };
         while let Ok(event) = execution.events.try_recv() {
-            if let JobEvent::Metric(point) = event {
-                metrics.push(point);
+            match event {
+                JobEvent::Metric(point) => metrics.points.push(point),
+                JobEvent::Resumed(earlier) => metrics.earlier.extend(earlier),
+                JobEvent::Progress { .. } | JobEvent::Checkpoint(_) => {}
             }
         }
         if let Some(running) = upload.take() {
@@ -616,17 +638,22 @@ impl Worker {
                 let _ = running.task.await;
             }
         }
-        if stop != Some(StopReason::Lost) && !metrics.is_empty() {
-            let points = metrics.len();
+        if stop != Some(StopReason::Lost) && !metrics.earlier.is_empty() {
+            // Earlier attempts' values restored from the checkpoint, and this one's.
+            self.flush(job, &mut metrics, &mut stop, &execution).await;
+        }
+        if stop != Some(StopReason::Lost) && !metrics.points.is_empty() {
+            let points = metrics.points.len();
             let written = self
                 .until_recorded(job, &format!("its last {points} metric values"), || {
-                    self.store.record_metrics(job.id, job.attempt, &metrics)
+                    self.store
+                        .record_metrics(job.id, job.attempt, &metrics.points)
                 })
                 .await;
             match written {
-                Ok(Write::Applied) => metrics.clear(),
+                Ok(Write::Applied) => metrics.points.clear(),
                 Ok(Write::Superseded) => lose(&mut stop, &execution),
-                Err(_) => metrics.clear(),
+                Err(_) => metrics.points.clear(),
             }
         }
         let finish = match (outcome, stop) {
@@ -880,30 +907,52 @@ impl Worker {
         }
     }
 
-    /// Writes the metrics gathered since the last flush; false when the store did not
-    /// answer (they are kept for the next flush).
+    /// Writes the buffered metrics; false when the store did not answer (they are
+    /// kept for the next flush).
     async fn flush(
         &self,
         job: &ClaimedJob,
-        metrics: &mut Vec<MetricPoint>,
+        metrics: &mut Buffered,
         stop: &mut Option<StopReason>,
         execution: &Execution,
     ) -> bool {
-        if metrics.is_empty() {
+        if !metrics.earlier.is_empty() {
+            match self
+                .store
+                .restore_metrics(job.id, job.attempt, &metrics.earlier)
+                .await
+            {
+                Ok(Write::Applied) => {
+                    tracing::debug!(
+                        values = metrics.earlier.len(),
+                        "earlier attempts' metrics restored from the checkpoint"
+                    );
+                    metrics.earlier.clear();
+                }
+                Ok(Write::Superseded) => {
+                    metrics.earlier.clear();
+                    metrics.points.clear();
+                    lose(stop, execution);
+                    return true;
+                }
+                Err(error) => tracing::warn!(%error, "cannot restore earlier attempts' metrics"),
+            }
+        }
+        if metrics.points.is_empty() {
             return true;
         }
         match self
             .store
-            .record_metrics(job.id, job.attempt, metrics)
+            .record_metrics(job.id, job.attempt, &metrics.points)
             .await
         {
             Ok(Write::Applied) => {
                 self.store_answered();
-                metrics.clear();
+                metrics.points.clear();
                 true
             }
             Ok(Write::Superseded) => {
-                metrics.clear();
+                metrics.points.clear();
                 lose(stop, execution);
                 true
             }
@@ -1240,6 +1289,15 @@ async fn dataset_fingerprint(job: &TrainJob) -> Option<DataFingerprint> {
         }
         Err(_) => None,
     }
+}
+
+/// Metric values on their way to the store.
+#[derive(Default)]
+struct Buffered {
+    /// This attempt's.
+    points: Vec<MetricPoint>,
+    /// Earlier attempts', from the checkpoint this one resumed from.
+    earlier: Vec<EarlierMetric>,
 }
 
 /// A mirror of the job's directory in progress, for the checkpoint that asked for it.

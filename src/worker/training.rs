@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::execution::{Execution, JobEvent, Outcome, Stopper};
-use crate::store::{Failure, MetricPoint};
+use crate::store::{EarlierMetric, Failure, MetricPoint};
 use crate::train::{self, TrainError, TrainEvent, TrainJob};
 
 /// Starts the job's thread; `Err` when the thread cannot be created.
@@ -30,6 +30,24 @@ pub(crate) fn start(job: TrainJob) -> Result<Execution, Failure> {
                     }
                     TrainEvent::Progress { step, .. } => JobEvent::Progress { step },
                     TrainEvent::Checkpoint { path, .. } => JobEvent::Checkpoint(path),
+                    TrainEvent::Resumed { history, .. } => JobEvent::Resumed(
+                        history
+                            .into_iter()
+                            .flat_map(|epoch| {
+                                epoch
+                                    .values
+                                    .into_iter()
+                                    .map(move |(name, value)| EarlierMetric {
+                                        attempt: epoch.attempt,
+                                        point: MetricPoint {
+                                            step: epoch.epoch,
+                                            name,
+                                            value,
+                                        },
+                                    })
+                            })
+                            .collect(),
+                    ),
                 };
                 if events_tx.send(event).is_err() {
                     break;

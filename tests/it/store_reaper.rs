@@ -2,11 +2,9 @@
 //! commands that read the queue) requeue or fail them first, so nothing looks running
 //! when nothing runs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{command_stage, eventually, spec, submit, TestDb};
+use crate::common::{command_stage, eventually, spec, submit, TestDb};
 use serde_json::{json, Value};
 use sweeper::store::Store;
 

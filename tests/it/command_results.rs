@@ -3,12 +3,10 @@
 //! them, and `sweeper logs` prints what the program wrote, every attempt, from the job's
 //! directory or from a shared artifact store. The sweeps here name no `data_root`.
 
-mod common;
-
 use std::process::Output;
 use std::time::Duration;
 
-use common::{wait_all, TestDb};
+use crate::common::{wait_all, TestDb};
 use serde_json::{json, Value};
 use sweeper::store::{JobRow, JobState};
 

@@ -1,16 +1,13 @@
 //! Which images a dataset spec selects: label filters, caps, splits, fractions,
 //! determinism and the errors for missing folders and labels.
 
-mod common {
-    pub mod data_tree;
-}
-
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use common::data_tree::{label_counts, spec, write_tree};
 use sweeper::train::data::folder::{fraction_subset, select, Entry, Selection};
 use sweeper::train::data::{available_splits, DataError, Split};
+
+use crate::common::data_tree::{label_counts, spec, write_tree};
 
 const LABELS: &[(&str, usize)] = &[
     ("ASC_H", 30),

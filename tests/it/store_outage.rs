@@ -3,13 +3,11 @@
 //! what it could not write once the store is back, and names the job whose end it
 //! could never record. The store is cut with a TCP proxy in front of the test server.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, spec, submit, TestDb};
+use crate::common::{self, eventually, spec, submit, TestDb};
 use serde_json::json;
 use sweeper::store::{JobState, Store};
 use sweeper::sweep::{Params, StageKind, StageSpec};

@@ -1,8 +1,6 @@
 //! The pretext runner end to end on a small network: resume after an interrupted
 //! attempt, NaN detection, cancellation, and downstream jobs loading its checkpoint.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -15,6 +13,8 @@ use sweeper::train::pretext::{self, PretextOutcome};
 use sweeper::train::{checkpoint, TrainError, TrainEvent, TrainResult};
 use tch::Device;
 
+use crate::common;
+
 fn pretext_config(extra: serde_json::Value) -> PretextConfig {
     let mut p = common::params(json!({
         "batch_size": 16, "projection_dim": 8, "epochs": 4, "checkpoint_every": 1,
@@ -24,12 +24,24 @@ fn pretext_config(extra: serde_json::Value) -> PretextConfig {
     PretextConfig::with_arch(&p, common::tiny_arch(), 32).expect("valid test params")
 }
 
-/// Runs pretext on a thread; `stop_after` sets the cancel flag once that epoch's
-/// checkpoint is announced, as a worker dying there would stop the attempt.
+/// Runs pretext on a thread as the first attempt; see [`run_attempt`].
 fn run(
     cfg: &PretextConfig,
     data: &ImageSet,
     dir: &Path,
+    stop_after: Option<i64>,
+) -> (TrainResult<PretextOutcome>, Vec<TrainEvent>) {
+    run_attempt(cfg, data, dir, 1, stop_after)
+}
+
+/// Runs pretext on a thread as attempt `attempt`; `stop_after` sets the cancel flag
+/// once that epoch's checkpoint is announced, as a worker dying there would stop the
+/// attempt.
+fn run_attempt(
+    cfg: &PretextConfig,
+    data: &ImageSet,
+    dir: &Path,
+    attempt: i32,
     stop_after: Option<i64>,
 ) -> (TrainResult<PretextOutcome>, Vec<TrainEvent>) {
     let (tx, rx) = mpsc::channel();
@@ -38,7 +50,8 @@ fn run(
         // Tensors are Send but not Sync: the thread gets its own handles to the data.
         let owned = common::slice(data, 0, data.labels.size()[0]);
         let (cancel, tx) = (&cancel, &tx);
-        let handle = s.spawn(move || pretext::train(cfg, &owned, dir, Device::Cpu, tx, cancel));
+        let handle =
+            s.spawn(move || pretext::train(cfg, &owned, dir, Device::Cpu, attempt, tx, cancel));
         let mut seen = Vec::new();
         loop {
             match rx.recv_timeout(std::time::Duration::from_millis(50)) {
@@ -103,9 +116,50 @@ fn an_interrupted_run_resumes_at_its_checkpoint_and_matches_an_uninterrupted_one
         Some(2)
     );
 
-    let (second, events) = run(&cfg, &data, interrupted.path(), None);
+    let first_losses = metric(&events, "loss");
+    let (second, events) = run_attempt(&cfg, &data, interrupted.path(), 2, None);
     let second = second.expect("the second attempt finishes");
     assert_eq!(second.resumed_from, 2);
+    // The checkpoint it resumed from kept the first attempt's epochs, announced before
+    // any epoch of the second; its own checkpoints add the second attempt's.
+    let resumed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Resumed { epoch, history } => Some((*epoch, history.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(events.first(), Some(TrainEvent::Resumed { .. })),
+        "{events:?}"
+    );
+    assert_eq!(resumed.len(), 1);
+    let (resumed_at, history) = &resumed[0];
+    assert_eq!(*resumed_at, 2);
+    let kept: Vec<(i64, i32, f64)> = history
+        .iter()
+        .map(|h| (h.epoch, h.attempt, h.values["loss"]))
+        .collect();
+    assert_eq!(
+        kept,
+        first_losses
+            .iter()
+            .filter(|(epoch, _)| *epoch <= 2)
+            .map(|(epoch, loss)| (*epoch, 1, *loss))
+            .collect::<Vec<_>>()
+    );
+    assert!(history.iter().all(|h| h.values.len() == 4), "{history:?}");
+    let last = checkpoint::latest(interrupted.path())
+        .expect("a checkpoint")
+        .read_sidecar()
+        .expect("its sidecar");
+    assert_eq!(
+        last.history
+            .iter()
+            .map(|h| (h.epoch, h.attempt))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 1), (3, 2), (4, 2)]
+    );
     let first_progress = events.iter().find_map(|e| match e {
         TrainEvent::Progress { epoch, step, .. } => Some((*epoch, *step)),
         _ => None,
@@ -186,7 +240,7 @@ fn a_cancelled_run_stops_before_its_first_step() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (tx, rx) = mpsc::channel();
     let cancel = AtomicBool::new(true);
-    let result = pretext::train(&cfg, &data, dir.path(), Device::Cpu, &tx, &cancel);
+    let result = pretext::train(&cfg, &data, dir.path(), Device::Cpu, 1, &tx, &cancel);
     assert!(matches!(result, Err(TrainError::Cancelled)));
     assert!(rx.try_iter().next().is_none());
     assert!(checkpoint::latest(dir.path()).is_none());

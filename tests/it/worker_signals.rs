@@ -1,11 +1,9 @@
 //! A second SIGTERM to a worker whose job ignores SIGTERM still ends the job's whole
 //! process group and gives its lease back before the worker exits (status 130).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{command_stage, eventually, spec, submit, TestDb};
+use crate::common::{self, command_stage, eventually, spec, submit, TestDb};
 use sweeper::store::JobState;
 
 backend_tests!(a_second_signal_kills_the_job_and_gives_it_back);

@@ -3,9 +3,7 @@
 //! CSV is bad (nothing stored, not even the sweep), and a pretext split too small to
 //! train on (the dataset and its folder named).
 
-mod common;
-
-use common::TestDb;
+use crate::common::TestDb;
 
 backend_tests!(a_bad_import_stores_nothing);
 

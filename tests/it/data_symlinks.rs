@@ -1,11 +1,7 @@
 //! Symbolic links in an ImageFolder are followed, but a folder or file reached twice
 //! counts once: a link loop does not multiply a label.
 
-mod common {
-    pub mod data_tree;
-}
-
-use common::data_tree::{spec, write_tree};
+use crate::common::data_tree::{spec, write_tree};
 use sweeper::train::data::folder::select;
 
 #[test]

@@ -1,23 +1,29 @@
 //! Several machines on one: worker processes with their own host names and scratch
 //! directories share one store and one `file://` artifact store. The worker holding
-//! a pretext job is SIGKILLed after its first checkpoint reached the shared store;
-//! another host rescues the job once its lease expires and resumes from that
-//! checkpoint; a third host, which never saw the pretext job, trains the linear job
-//! from the winner's checkpoint fetched from the shared store. The rescuing hosts run
-//! with clocks two hours ahead and behind: leases follow the database's clock, so
-//! neither steals the live lease nor loses its own.
-
-mod common;
+//! a pretext job is stopped (SIGSTOP) once its first checkpoint reached the shared
+//! store, then SIGKILLed; another host rescues the job once its lease expires and
+//! resumes from that checkpoint; a third host, which never saw the pretext job,
+//! trains the linear job from the winner's checkpoint fetched from the shared store.
+//! The rescuing hosts run with clocks two hours ahead and behind: leases follow the
+//! database's clock, so neither steals the live lease nor loses its own.
+//!
+//! Nothing here waits a fixed time to decide an outcome: each step waits for the
+//! event it needs (a row, a stored file, a worker seen polling) under a generous
+//! deadline, so a loaded machine makes the test slower, not wrong.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Child;
+use std::str::FromStr as _;
 use std::time::Duration;
 
-use common::{eventually, wait_all, TestDb};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, Executor, SqliteConnection};
 use sweeper::artifacts::Artifacts;
 use sweeper::store::{JobFilter, JobRow, JobState, Store, WorkerInfo};
 use sweeper::train::synth::{self, SynthConfig};
+
+use crate::common::{eventually, wait_all, TestDb};
 
 backend_tests!(
     a_killed_hosts_job_resumes_on_another_host,
@@ -27,6 +33,10 @@ backend_tests!(
 const EPOCHS: i64 = 8;
 /// Two hours: far beyond any lease.
 const SKEW_SECS: i64 = 7200;
+/// Alpha's lease. Alpha renews it every 0.3 s while it runs; once stopped, it must
+/// outlast the skewed hosts' polling however loaded the machine, and after the kill
+/// it is what the rescue waits for.
+const ALPHA_LEASE_SECS: u64 = 30;
 
 fn sweep_file(epochs: i64) -> String {
     format!(
@@ -109,6 +119,46 @@ async fn the_job(store: &Store, stage: &str) -> Option<JobRow> {
         .next()
 }
 
+/// Sends `signal` to a child that has not been waited for.
+fn signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+    // SAFETY: kill(2) has no memory effects; the child is not reaped yet, so its pid
+    // still names it.
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "kill({pid}, {signal})");
+}
+
+/// Whether a write transaction on the SQLite store starts within half a second.
+async fn sqlite_writable(db: &TestDb) -> bool {
+    let options = SqliteConnectOptions::from_str(&db.url)
+        .expect("a SQLite URL")
+        .busy_timeout(Duration::from_millis(500));
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .expect("connect");
+    let writable = conn.execute("BEGIN IMMEDIATE").await.is_ok();
+    if writable {
+        conn.execute("ROLLBACK").await.expect("roll back");
+    }
+    conn.close().await.ok();
+    writable
+}
+
+/// Stops `child` (SIGSTOP) between two of its store writes: a worker stopped inside a
+/// SQLite write transaction would hold the database's only write lock and block
+/// every other worker until it is killed. (A Postgres transaction left open locks
+/// only that worker's rows, which no one else writes while its lease is live.)
+async fn stop_between_writes(child: &Child, db: &TestDb) {
+    loop {
+        signal(child, libc::SIGSTOP);
+        if db.is_postgres() || sqlite_writable(db).await {
+            return;
+        }
+        signal(child, libc::SIGCONT);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn log_of(db: &TestDb, n: usize) -> String {
     std::fs::read_to_string(db.path(&format!("worker-{n}.log"))).unwrap_or_default()
 }
@@ -158,15 +208,29 @@ async fn a_killed_hosts_job_resumes_on_another_host(db: &TestDb) {
     let shared_url = format!("file://{}", shared_dir.display());
     let shared = Artifacts::from_url(&shared_url).expect("the shared store");
 
-    // Host alpha takes the pretext job and trains until its first checkpoint is in
-    // the shared store.
-    let mut alpha = spawn_host(db, 0, "alpha", &shared_url, &[]);
-    let pretext = loop {
-        if let Some(job) = the_job(&store, "pretext").await {
-            break job;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // Host alpha takes the pretext job, with a lease no load outlasts.
+    let lease = format!("--lease-secs={ALPHA_LEASE_SECS}");
+    let mut alpha = spawn_host(db, 0, "alpha", &shared_url, &[&lease]);
+    let claimed = eventually(Duration::from_secs(300), || async {
+        the_job(&store, "pretext")
+            .await
+            .is_some_and(|job| job.state == JobState::Running)
+    })
+    .await;
+    assert!(claimed, "alpha did not claim the job:\n{}", log_of(db, 0));
+    let pretext = the_job(&store, "pretext").await.expect("the pretext job");
+
+    // Two more hosts join, their clocks two hours behind and ahead. From now on they
+    // poll, reap and try to claim while alpha holds the job.
+    let behind = format!("--clock-skew-secs=-{SKEW_SECS}");
+    let ahead = format!("--clock-skew-secs={SKEW_SECS}");
+    let mut rescuers = vec![
+        spawn_host(db, 1, "beta", &shared_url, &[&behind, "--max-jobs", "1"]),
+        spawn_host(db, 2, "gamma", &shared_url, &[&ahead, "--max-jobs", "1"]),
+    ];
+
+    // Once its first checkpoint is in the shared store, alpha is stopped: it can
+    // neither finish too soon nor renew its lease while the skewed hosts poll.
     let checkpointed = eventually(Duration::from_secs(300), || async {
         shared
             .latest_checkpoint("mh", pretext.id)
@@ -180,22 +244,27 @@ async fn a_killed_hosts_job_resumes_on_another_host(db: &TestDb) {
         "no checkpoint reached the shared store:\n{}",
         log_of(db, 0)
     );
+    stop_between_writes(&alpha, db).await;
+    let stopped_at = store.database_now().await.expect("the database's clock");
 
-    // Two more hosts join, their clocks two hours behind and ahead. They poll, reap
-    // and try to claim for two lease periods while alpha holds the job.
-    let behind = format!("--clock-skew-secs=-{SKEW_SECS}");
-    let ahead = format!("--clock-skew-secs={SKEW_SECS}");
-    let mut rescuers = vec![
-        spawn_host(db, 1, "beta", &shared_url, &[&behind, "--max-jobs", "1"]),
-        spawn_host(db, 2, "gamma", &shared_url, &[&ahead, "--max-jobs", "1"]),
-    ];
-    let joined = eventually(Duration::from_secs(60), || async {
-        store.workers().await.expect("workers").len() == 3
+    // Each skewed host is seen polling (it marks itself alive after each claim it
+    // tries, and reaps every 0.3 s) for a second after alpha stopped.
+    let polled = eventually(Duration::from_secs(300), || async {
+        let workers = store.workers().await.expect("workers");
+        ["beta", "gamma"].iter().all(|host| {
+            workers.iter().any(|w| {
+                w.host == *host && w.last_seen_at > stopped_at + chrono::TimeDelta::seconds(1)
+            })
+        })
     })
     .await;
-    assert!(joined, "beta and gamma did not register");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        polled,
+        "beta and gamma were not seen polling:\n{}",
+        db.worker_logs()
+    );
     let held = store.job(pretext.id).await.expect("read").expect("the job");
+    let checked_at = store.database_now().await.expect("the database's clock");
     let alpha_id = store
         .workers()
         .await
@@ -207,7 +276,16 @@ async fn a_killed_hosts_job_resumes_on_another_host(db: &TestDb) {
     assert_eq!(
         (held.state, held.attempt, held.worker.as_deref()),
         (JobState::Running, 1, Some(alpha_id.as_str())),
-        "a skewed host took alpha's live lease (or alpha finished too soon)"
+        "a skewed host took alpha's live lease:\n{}",
+        db.worker_logs()
+    );
+    // Everything they did so far, they did against a live lease.
+    assert!(
+        held.lease_expires_at
+            .is_some_and(|expiry| expiry > checked_at),
+        "alpha's lease ({:?}) ran out before {checked_at}: the check proves nothing \
+         unless ALPHA_LEASE_SECS outlasts the polling on this machine",
+        held.lease_expires_at
     );
     for (n, words) in [(1, "behind"), (2, "ahead of")] {
         let log = log_of(db, n);
@@ -281,6 +359,14 @@ async fn a_killed_hosts_job_resumes_on_another_host(db: &TestDb) {
         "{first:?} {second:?}"
     );
     assert_eq!(second.iter().max(), Some(&EPOCHS));
+    // The two attempts together logged every epoch's loss: the checkpoint alpha left
+    // carried the metrics of its epochs that never reached the database.
+    let curve: BTreeSet<i64> = first.iter().chain(&second).copied().collect();
+    assert_eq!(
+        curve,
+        (1..=EPOCHS).collect::<BTreeSet<_>>(),
+        "{first:?} {second:?}"
+    );
     let rescuer_log = log_of(db, if rescuer == "beta" { 1 } else { 2 });
     assert!(
         rescuer_log.contains("fetched the job's files")

@@ -2,11 +2,10 @@
 //! the store unchanged), idempotent submit and grid extension, `--dry-run`, and a
 //! two-stage command sweep promoted by real workers.
 
-mod common;
-
-use common::TestDb;
 use serde_json::Value;
 use sweeper::store::JobState;
+
+use crate::common::{self, TestDb};
 
 backend_tests!(
     bad_files_exit_2_name_the_line_and_change_nothing,

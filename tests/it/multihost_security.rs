@@ -2,12 +2,11 @@
 //! command's output, log or error, and `query` cannot write through any statement.
 //! Both need `SWEEPER_TEST_POSTGRES_URL`.
 
-mod common;
-
 use std::process::Output;
 
-use common::{command_stage, spec, submit, TestDb};
 use sweeper::store::JobState;
+
+use crate::common::{command_stage, spec, submit, TestDb};
 
 /// Unlike anything else a command prints.
 const SECRET: &str = "Zq7-hunter2-pw";

@@ -20,15 +20,13 @@
 //! In the downstream tables the seed bolds the two best accuracies and F1-scores and
 //! nothing in precision and recall; the report bolds the best of every column.
 
-#[path = "common/report.rs"]
-mod common;
-
 use std::path::Path;
 
-use common::*;
 use serde_json::{json, Value};
 use sweeper::report::{self, DecisionRecord, JobState, ReportInput, StageInfo};
 use sweeper::sweep::StageKind;
+
+use crate::common::report::*;
 
 const AXES: [&str; 4] = ["backbone", "data_fraction", "batch_size", "projection_dim"];
 

@@ -1,13 +1,11 @@
 //! Plots: PNG and SVG files for the loss curves and the heat maps, drawn with the
 //! embedded font.
 
-#[path = "common/report.rs"]
-mod common;
-
 use std::path::PathBuf;
 
-use common::demo_input;
 use sweeper::report;
+
+use crate::common::report::demo_input;
 
 fn names(paths: &[PathBuf]) -> Vec<String> {
     paths

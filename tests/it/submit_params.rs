@@ -3,9 +3,7 @@
 //! dump unchanged), and every documented parameter reaching the trainer's typed
 //! configuration with the value the file gave.
 
-mod common;
-
-use common::TestDb;
+use crate::common::{self, TestDb};
 use serde_json::json;
 use sweeper::store::JobFilter;
 use sweeper::sweep::params::{OptimizerKind, PretextParams};

@@ -3,9 +3,6 @@
 //! and fine-tune jobs its winner starts give sensible figures. Also: a downstream
 //! stage that gives no batch size trains with the protocol's, not the pretext's.
 
-#[path = "common/sweep.rs"]
-mod sweep_common;
-
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
@@ -17,6 +14,8 @@ use sweeper::train::config::DownstreamConfig;
 use sweeper::train::synth::{self, SynthConfig};
 use sweeper::train::{run_job, TrainEvent, TrainJob};
 use tch::Device;
+
+use crate::common::sweep::shipped_text;
 
 /// `sweeps/demo.toml` with its data under `data_root`.
 fn demo_spec(text: &str, data_root: &Path) -> Spec {
@@ -70,7 +69,7 @@ fn the_demo_pipeline_learns_and_its_downstream_figures_are_sensible() {
         ..SynthConfig::default()
     };
     synth::generate(&data, &cfg).expect("the demo dataset is written");
-    let spec = demo_spec(&sweep_common::shipped_text("demo.toml"), &data);
+    let spec = demo_spec(&shipped_text("demo.toml"), &data);
 
     // One pretext cell as submitted: batch 32, projection 16, the whole A1, 3 epochs.
     let cell = expand::expand(&spec)
@@ -160,7 +159,7 @@ fn the_demo_pipeline_learns_and_its_downstream_figures_are_sensible() {
 /// comes from the winner.
 #[test]
 fn a_downstream_stage_without_a_batch_size_takes_the_protocols() {
-    let text = sweep_common::shipped_text("demo.toml");
+    let text = shipped_text("demo.toml");
     let linear_batch = "[stages.params]\nbatch_size = 64\nlr = 0.2";
     assert!(
         text.contains(linear_batch),

@@ -1,16 +1,14 @@
 //! Selection rules against the seed report's own stage-1 numbers, the failure
 //! policies, top-k, and the downstream jobs a winner starts.
 
-#[path = "common/sweep.rs"]
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
 use serde_json::{json, Value};
 use sweeper::sweep::expand::downstream;
 use sweeper::sweep::select::{decide, group_of, Candidate, CandidateState, Decision, Outcome};
 use sweeper::sweep::{OnFailure, Params, Preference, SelectionSpec, Spec};
+
+use crate::common::sweep::*;
 
 fn report() -> Spec {
     load_shipped("report.toml").spec

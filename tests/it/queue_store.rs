@@ -2,18 +2,17 @@
 //! submit, exclusive claims, fencing, the reaper, retry with backoff, cancel, exactly-
 //! once stage promotion under concurrency, import, and the schema-version refusal.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{command_stage, params, selection, spec, submit, TestDb};
 use serde_json::json;
 use sweeper::store::{
     Failure, Finish, JobFilter, JobState, Lease, MetricPoint, Store, StoreError, Write,
 };
 use sweeper::sweep::{Preference, StageKind, StageSpec};
+
+use crate::common::{self, command_stage, params, selection, spec, submit, TestDb};
 
 const LONG: Duration = Duration::from_secs(60);
 

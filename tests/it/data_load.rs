@@ -1,20 +1,17 @@
 //! Loading splits: decoded pixels and labels, the shared cache (built once, shared
 //! between splits and concurrent loaders), corrupt images and their threshold.
 
-mod common {
-    pub mod data_tree;
-}
-
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 
-use common::data_tree::{spec, write_image, write_tree};
 use sweeper::sweep::DatasetSpec;
 use sweeper::train::data::{
     load, load_with, CacheOutcome, DataError, ImageSet, LoadOptions, LoadRequest, Split,
 };
 use sweeper::train::TrainError;
 use tch::{Kind, Tensor};
+
+use crate::common::data_tree::{spec, write_image, write_tree};
 
 fn request<'a>(
     spec: &'a DatasetSpec,

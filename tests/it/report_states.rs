@@ -1,13 +1,11 @@
 //! Reports of unfinished sweeps: failed, running, queued, cancelled and missing cells,
 //! several seeds per cell, and the long-form outputs carrying every job.
 
-#[path = "common/report.rs"]
-mod common;
-
-use common::*;
 use serde_json::json;
 use sweeper::report::{self, JobState, ReportInput};
 use sweeper::sweep::StageKind;
+
+use crate::common::report::*;
 
 fn row<'a>(rows: &'a [TableRow], backbone: &str, batch: u64, data: &str) -> &'a TableRow {
     rows.iter()

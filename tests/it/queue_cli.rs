@@ -1,10 +1,9 @@
 //! The command line over a real store: exit statuses (0 ok, 2 bad input, 1 anything
 //! else), read-only `query`, `status`, `jobs`, `retry` and `workers`.
 
-mod common;
-
-use common::{command_stage, spec, submit, TestDb};
 use serde_json::{json, Value};
+
+use crate::common::{self, command_stage, spec, submit, TestDb};
 
 backend_tests!(
     query_runs_read_only_whatever_the_sql_says,

@@ -1,19 +1,17 @@
 //! The sweep file through the library: the shipped sweeps, every refusal with its
 //! position and field, and the job keys that make resubmitting idempotent.
 
-#[path = "common/sweep.rs"]
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sweeper::sweep::expand::{dry_run_summary, expand};
 use sweeper::sweep::{
     load_file, parse_str, JobSpec, OnFailure, Overrides, Preference, StageKind, SweepError,
 };
+
+use crate::common::sweep::*;
 
 /// A small valid sweep; the bad-file cases below each change one thing in it.
 const BASE: &str = r#"[sweep]

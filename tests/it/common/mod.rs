@@ -156,8 +156,8 @@ impl Drop for TestDb {
 }
 
 /// Runs each named `async fn(&TestDb)` against SQLite and Postgres, as the tests
-/// `<name>::sqlite` and `<name>::postgres`.
-#[macro_export]
+/// `<name>::sqlite` and `<name>::postgres`. `#[macro_use]` on `mod common` makes it
+/// visible in every test module declared after it.
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         $(
@@ -314,7 +314,9 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Generated image sets and a tiny backbone for the training tests.
+pub mod data_tree;
 pub mod images;
+pub mod report;
+pub mod sweep;
 #[allow(unused_imports)]
 pub use images::*;

@@ -2,11 +2,9 @@
 //! dataset fingerprint; an imported row records its file; the report summarises them
 //! and flags a table that mixes code versions.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{wait_all, TestDb};
+use crate::common::{wait_all, TestDb};
 use sweeper::provenance::Provenance;
 use sweeper::store::{JobFilter, JobState};
 use sweeper::train::synth::{self, SynthConfig};

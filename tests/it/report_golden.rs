@@ -1,12 +1,10 @@
 //! Golden files of the Markdown, CSV and JSON report of a fixed sweep in every state
-//! (`tests/golden/`). `UPDATE_GOLDEN=1 cargo test --release --test report_golden`
+//! (`tests/golden/`). `UPDATE_GOLDEN=1 cargo test --release --test it report_golden`
 //! rewrites them; review the diff before committing it.
 
-#[path = "common/report.rs"]
-mod common;
-
-use common::{check_golden as check, demo_input};
 use sweeper::report;
+
+use crate::common::report::{check_golden as check, demo_input};
 
 #[test]
 fn markdown_matches_the_golden_file() {

@@ -1,14 +1,13 @@
 //! Real worker processes against SQLite and Postgres: exactly-once execution with eight
 //! workers, SIGKILL chaos, cancel, graceful shutdown, and the `command` job kind.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{command_stage, params, spec, submit, wait_all, TestDb};
 use serde_json::json;
 use sweeper::store::{JobRow, JobState};
+
+use crate::common::{self, command_stage, params, spec, submit, wait_all, TestDb};
 
 backend_tests!(
     eight_workers_run_each_of_500_jobs_once,

@@ -2,12 +2,10 @@
 //! other sessions are as they were after every statement that would change them, and
 //! each such statement exits 2 saying why.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{command_stage, spec, submit, TestDb};
+use crate::common::{command_stage, spec, submit, TestDb};
 use serde_json::{json, Value};
 use sqlx::{Connection as _, Executor as _, PgConnection};
 
