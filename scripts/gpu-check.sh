@@ -4,8 +4,8 @@
 #
 #   scripts/gpu-check.sh BIN_DIR OUT_DIR
 #
-# BIN_DIR holds `sweeper` and the `backbones` test binary (scripts/gpu-bundle.sh makes
-# it); wheels for torchvision and pillow may sit in .gpu-wheels/ for the PyTorch
+# BIN_DIR holds `sweeper` and `it`, the integration-test binary (scripts/gpu-bundle.sh
+# makes it); wheels for torchvision and pillow may sit in .gpu-wheels/ for the PyTorch
 # reference when the machine has no torchvision. Results go to OUT_DIR.
 set -uo pipefail
 bin_dir=${1:?usage: scripts/gpu-check.sh BIN_DIR OUT_DIR}
@@ -24,7 +24,7 @@ check "$bin" devices | tee "$out/devices.txt"
 grep -q "CUDA: available" "$out/devices.txt" || { echo "FAILED: CUDA is not available to sweeper"; failures=$((failures + 1)); }
 
 step "GPU tests (backbones: CUDA features match the CPU's, a GPU training step)"
-check "$bin_dir/backbones" --ignored --exact cuda_features_match_cpu --test-threads=1 2>&1 | tee "$out/gpu-tests.txt"
+check "$bin_dir/it" --ignored --exact backbones::cuda_features_match_cpu --test-threads=1 2>&1 | tee "$out/gpu-tests.txt"
 
 step "demo pipeline on cuda:0"
 demo="$out/demo"

@@ -2,7 +2,7 @@
 //! workers, SIGKILL chaos, cancel, graceful shutdown, and the `command` job kind.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sweeper::store::{JobRow, JobState};
@@ -66,11 +66,12 @@ async fn eight_workers_run_each_of_500_jobs_once(db: &TestDb) {
     assert!(!logs.contains("ERROR"), "{logs}");
 }
 
-/// Workers are SIGKILLed at random moments and replaced. Every job still succeeds; no
-/// job is running at the end; and no attempt of a job started after the attempt that
-/// completed it (a job completed twice would show a later start).
+/// Workers are SIGKILLed while they run a job, at random moments within it, and
+/// replaced. Every job still succeeds; no job is running at the end; and no attempt of
+/// a job started after the attempt that completed it (a job completed twice would show
+/// a later start).
 async fn sigkilled_workers_lose_no_job_and_repeat_none(db: &TestDb) {
-    const JOBS: usize = 60;
+    const JOBS: usize = 100;
     std::fs::create_dir(db.path("runs")).unwrap();
     let store = db.store().await;
     let script = "echo $SWEEPER_ATTEMPT >> runs/{i}; sleep 0.$(( {i} % 4 ))";
@@ -82,12 +83,38 @@ async fn sigkilled_workers_lose_no_job_and_repeat_none(db: &TestDb) {
     let mut kills = 0;
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     for next in workers.len()..workers.len() + 14 {
-        // xorshift: reproducible "random" victims and pauses.
+        // The victim is a worker the store says runs a job, so a slow start on a
+        // loaded machine cannot make every kill miss; none left once all is done.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let victim = loop {
+            let busy: Vec<i32> = store
+                .workers()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|w| w.job.is_some())
+                .map(|w| w.pid)
+                .collect();
+            let running = workers.iter_mut().position(|child| {
+                busy.contains(&i32::try_from(child.id()).unwrap())
+                    && child.try_wait().unwrap().is_none()
+            });
+            if running.is_some() || store.active_jobs().await.unwrap() == 0 {
+                break running;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no worker ran a job:\n{}",
+                db.worker_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let Some(victim) = victim else { break };
+        // xorshift: a reproducible "random" moment within the job.
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(150 + seed % 350));
-        let victim = (seed % workers.len() as u64) as usize;
+        tokio::time::sleep(Duration::from_millis(seed % 100)).await;
         if workers[victim].try_wait().unwrap().is_none() {
             workers[victim].kill().unwrap(); // SIGKILL
             workers[victim].wait().unwrap();
