@@ -316,7 +316,7 @@ fn report_shows_the_rules_winners_and_the_downstream_tables() {
         "{markdown}"
     );
     assert!(
-        markdown.contains("- Inception-V3 (`backbone = inception_v3`): 27 candidates compared; winner **InceptionV3_projection32** (30.000 images, batch 256, projection 32, loss 2.39)."),
+        markdown.contains("- Inception-V3 (`backbone = inception_v3`): 27 ranked of 27 candidates; winner **InceptionV3_projection32** (30.000 images, batch 256, projection 32, loss 2.39)."),
         "{markdown}"
     );
 
