@@ -7,6 +7,9 @@
 //! them (`4.26`, `5.0`, `0.58`). Bold marks the best value of a pretext row (lowest
 //! loss) and of a downstream column (highest), compared at the precision shown, so
 //! equal-looking values are bold together.
+//!
+//! Long because every section renders from the same layout helpers; the selection
+//! reasoning is the seam to split next.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;

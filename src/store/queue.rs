@@ -1,5 +1,8 @@
 //! The queue's writes: submit, claim, heartbeat, fenced writes, finish, release, the
 //! reaper, cancel, retry, worker registration and stage promotion.
+//!
+//! Long because claims, fencing, promotion and versions share one transaction
+//! helper; promotion and sweep versions are the seams to split next.
 
 use std::time::Duration;
 

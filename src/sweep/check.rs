@@ -1,6 +1,9 @@
 //! From what the user wrote ([`raw`](super::raw)) to a checked [`Spec`]: every
 //! cross-field rule lives here, and every refusal names the file, `line:column` and
 //! field, before anything is written to a store.
+//!
+//! Long because each section of the file has its own rules; stages, datasets and
+//! selections are the seams to split into submodules next.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;

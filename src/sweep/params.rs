@@ -5,6 +5,8 @@
 //! same struct from the job's stored parameters and never reads a key by name. The
 //! backbone names and their input sizes live here too, so this module (and
 //! `submit`) needs no libtorch.
+//!
+//! Over 700 lines only with its unit tests; the code itself is one model.
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -19,6 +19,9 @@
 //!
 //! Every lease is measured on the database's clock; the worker's own clock (shifted
 //! by `clock_skew`, to test exactly that) only dates what it logs.
+//!
+//! Long because the run loop, its outage handling and provenance share the
+//! `Worker` state; the outage bookkeeping and provenance are the seams to split next.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
