@@ -5,12 +5,14 @@
 //! many GPUs there are but not their names, so names and memory come from
 //! `nvidia-smi` where it is installed; without it the report lists the indices only.
 //!
-//! [`parse_device`] checks a `--device` value (`cpu`, `cuda`, `cuda:N`, `auto`), and
+//! [`DeviceRequest`] is the one parser of a `--device` value (`cpu`, `cuda`, `cuda:N`,
+//! `auto`), [`DeviceRequest::check`] refuses a GPU this host lacks, and
 //! [`pick_auto`] resolves `auto` to the lowest GPU no other worker of this host holds.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::str::FromStr;
 
 use serde::Serialize;
 
@@ -305,48 +307,118 @@ fn format_cudnn(v: i64) -> String {
     }
 }
 
-/// What a `--device` value asks for.
+/// A device a worker or a `train` run holds for its whole life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChoice {
+pub enum Device {
     Cpu,
-    Cuda(i64),
+    Cuda(usize),
+}
+
+impl Device {
+    pub fn to_tch(self) -> tch::Device {
+        match self {
+            Device::Cpu => tch::Device::Cpu,
+            Device::Cuda(index) => tch::Device::Cuda(index),
+        }
+    }
+
+    /// What a `command` job sees in `CUDA_VISIBLE_DEVICES`: its one GPU, or none.
+    pub fn cuda_visible_devices(self) -> String {
+        match self {
+            Device::Cpu => String::new(),
+            Device::Cuda(index) => index.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+/// What a `--device` value asks for: the one parser of the word ([`FromStr`]) takes
+/// `cpu`, `cuda` (= `cuda:0`), `cuda:N` (`gpu`, `gpu:N` alike, any case) and `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Fixed(Device),
     /// The lowest GPU no other worker of this host holds, else the CPU.
     Auto,
 }
 
-impl DeviceChoice {
-    /// The device for a choice that is not `Auto`; `Auto` goes through [`pick_auto`].
-    pub fn fixed_device(self) -> Option<tch::Device> {
-        match self {
-            DeviceChoice::Cpu => Some(tch::Device::Cpu),
-            DeviceChoice::Cuda(index) => usize::try_from(index).ok().map(tch::Device::Cuda),
-            DeviceChoice::Auto => None,
+impl DeviceRequest {
+    /// Checks the request against `count` usable GPUs: a GPU that is not there is
+    /// refused, with what this host has (`found`, from [`DevicesReport::found`]).
+    pub fn check(self, count: i64, found: impl FnOnce() -> String) -> Result<Self, DeviceError> {
+        let DeviceRequest::Fixed(Device::Cuda(index)) = self else {
+            return Ok(self);
+        };
+        let given = Device::Cuda(index).to_string();
+        if count <= 0 {
+            return Err(DeviceError::NoCuda {
+                given,
+                found: found(),
+            });
         }
+        if i64::try_from(index).map_or(true, |index| index >= count) {
+            return Err(DeviceError::OutOfRange {
+                given,
+                count,
+                found: found(),
+            });
+        }
+        Ok(self)
     }
 
-    /// Resolves the choice to a device: `Auto` takes the lowest GPU not in `held`
-    /// (the indices other live workers of this host hold), or the CPU.
-    pub fn resolve(self, held: &[i64], count: i64) -> tch::Device {
+    /// The device: `Auto` takes the lowest GPU not in `held` (the indices other live
+    /// workers of this host hold), or the CPU.
+    pub fn resolve(self, held: &[i64], count: i64) -> Device {
         match self {
-            DeviceChoice::Auto => match pick_auto(held, count) {
-                Some(index) => DeviceChoice::Cuda(index),
-                None => DeviceChoice::Cpu,
-            },
-            fixed => fixed,
+            DeviceRequest::Fixed(device) => device,
+            DeviceRequest::Auto => pick_auto(held, count)
+                .and_then(|index| usize::try_from(index).ok())
+                .map_or(Device::Cpu, Device::Cuda),
         }
-        .fixed_device()
-        // Cuda indices are checked non-negative by `parse_device_for` and `pick_auto`.
-        .unwrap_or(tch::Device::Cpu)
     }
 }
 
-impl fmt::Display for DeviceChoice {
+impl fmt::Display for DeviceRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeviceChoice::Cpu => write!(f, "cpu"),
-            DeviceChoice::Cuda(index) => write!(f, "cuda:{index}"),
-            DeviceChoice::Auto => write!(f, "auto"),
+            DeviceRequest::Fixed(device) => device.fmt(f),
+            DeviceRequest::Auto => f.write_str("auto"),
         }
+    }
+}
+
+impl FromStr for DeviceRequest {
+    type Err = DeviceError;
+    fn from_str(s: &str) -> Result<DeviceRequest, DeviceError> {
+        let given = s.trim();
+        let lower = given.to_ascii_lowercase();
+        let index = match lower.as_str() {
+            "cpu" => return Ok(DeviceRequest::Fixed(Device::Cpu)),
+            "auto" => return Ok(DeviceRequest::Auto),
+            "cuda" | "gpu" => 0,
+            other => {
+                let Some(index) = other
+                    .strip_prefix("cuda:")
+                    .or_else(|| other.strip_prefix("gpu:"))
+                else {
+                    return Err(DeviceError::Unknown {
+                        given: given.to_string(),
+                    });
+                };
+                index.parse::<u16>().map_err(|_| DeviceError::BadIndex {
+                    given: given.to_string(),
+                    index: index.to_string(),
+                })?
+            }
+        };
+        Ok(DeviceRequest::Fixed(Device::Cuda(index.into())))
     }
 }
 
@@ -357,68 +429,62 @@ pub enum DeviceError {
     Unknown { given: String },
     #[error("device {given:?}: {index:?} is not a GPU index (a whole number from 0)")]
     BadIndex { given: String, index: String },
-    #[error("device {given:?} asks for a GPU, but CUDA is not available on this host")]
-    NoCuda { given: String },
     #[error(
-        "device {given:?}: this host has {count} GPU(s), cuda:0 to cuda:{}",
+        "device {given:?} asks for a GPU, but this host has none that libtorch can use: {found}"
+    )]
+    NoCuda { given: String, found: String },
+    #[error(
+        "device {given:?}: this host has {count} GPU(s), cuda:0 to cuda:{}: {found}",
         count - 1
     )]
     OutOfRange {
         given: String,
-        index: i64,
         count: i64,
+        found: String,
     },
 }
 
-/// Checks a `--device` value against the GPUs this process sees.
-pub fn parse_device(s: &str) -> Result<DeviceChoice, DeviceError> {
-    let count = if tch::Cuda::is_available() {
+impl DevicesReport {
+    /// One line on what this host offers, for a refused `--device`.
+    pub fn found(&self) -> String {
+        let libtorch = match (&self.libtorch_version, self.cuda_built) {
+            (Some(version), true) => format!("libtorch {version} (a CUDA build)"),
+            (Some(version), false) => format!("libtorch {version}, a CPU-only build"),
+            (None, true) => "libtorch (a CUDA build)".to_owned(),
+            (None, false) => "a CPU-only libtorch".to_owned(),
+        };
+        let gpus = if self.cuda_available {
+            let names: Vec<String> = self
+                .gpus
+                .iter()
+                .map(|gpu| match &gpu.name {
+                    Some(name) => format!("cuda:{} {name}", gpu.index),
+                    None => format!("cuda:{}", gpu.index),
+                })
+                .collect();
+            format!("sees {}", names.join(", "))
+        } else if self.cuda_built {
+            "sees no GPU (no NVIDIA driver, no GPU, or CUDA_VISIBLE_DEVICES hides them)".to_owned()
+        } else {
+            "cannot use a GPU".to_owned()
+        };
+        format!("{libtorch} {gpus}; `sweeper devices` shows the details")
+    }
+}
+
+/// Parses a `--device` value and checks it against the GPUs this process sees.
+pub fn parse_device(s: &str) -> Result<DeviceRequest, DeviceError> {
+    s.parse::<DeviceRequest>()?
+        .check(usable_gpus(), || describe().found())
+}
+
+/// How many GPUs libtorch can use in this process.
+pub fn usable_gpus() -> i64 {
+    if tch::Cuda::is_available() {
         tch::Cuda::device_count()
     } else {
         0
-    };
-    parse_device_for(s, count)
-}
-
-/// [`parse_device`] against a given GPU count.
-pub fn parse_device_for(s: &str, count: i64) -> Result<DeviceChoice, DeviceError> {
-    let given = s.trim();
-    let lower = given.to_ascii_lowercase();
-    let index = match lower.as_str() {
-        "cpu" => return Ok(DeviceChoice::Cpu),
-        "auto" => return Ok(DeviceChoice::Auto),
-        "cuda" | "gpu" => 0,
-        other => {
-            let Some(index) = other
-                .strip_prefix("cuda:")
-                .or_else(|| other.strip_prefix("gpu:"))
-            else {
-                return Err(DeviceError::Unknown {
-                    given: given.to_string(),
-                });
-            };
-            index
-                .parse::<u16>()
-                .map_err(|_| DeviceError::BadIndex {
-                    given: given.to_string(),
-                    index: index.to_string(),
-                })?
-                .into()
-        }
-    };
-    if count <= 0 {
-        return Err(DeviceError::NoCuda {
-            given: given.to_string(),
-        });
     }
-    if index >= count {
-        return Err(DeviceError::OutOfRange {
-            given: given.to_string(),
-            index,
-            count,
-        });
-    }
-    Ok(DeviceChoice::Cuda(index))
 }
 
 /// The lowest GPU index in `0..count` that no index in `held` names; `None` (train
@@ -431,56 +497,57 @@ pub fn pick_auto(held: &[i64], count: i64) -> Option<i64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_every_device_form() {
-        assert_eq!(parse_device_for("cpu", 0), Ok(DeviceChoice::Cpu));
-        assert_eq!(parse_device_for(" CPU ", 2), Ok(DeviceChoice::Cpu));
-        assert_eq!(parse_device_for("auto", 0), Ok(DeviceChoice::Auto));
-        assert_eq!(parse_device_for("cuda", 1), Ok(DeviceChoice::Cuda(0)));
-        assert_eq!(parse_device_for("cuda:1", 2), Ok(DeviceChoice::Cuda(1)));
-        assert_eq!(parse_device_for("CUDA:0", 8), Ok(DeviceChoice::Cuda(0)));
+    fn request(s: &str, count: i64) -> Result<DeviceRequest, DeviceError> {
+        s.parse::<DeviceRequest>()?
+            .check(count, || "libtorch 2.11.0+cpu, a CPU-only build".into())
     }
 
     #[test]
-    fn a_gpu_beyond_the_count_is_refused_naming_the_count() {
-        let err = parse_device_for("cuda:3", 2).unwrap_err();
-        assert_eq!(
-            err,
-            DeviceError::OutOfRange {
-                given: "cuda:3".into(),
-                index: 3,
-                count: 2
-            }
+    fn parses_every_device_form() {
+        let cuda = |index| Ok(DeviceRequest::Fixed(Device::Cuda(index)));
+        assert_eq!(request("cpu", 0), Ok(DeviceRequest::Fixed(Device::Cpu)));
+        assert_eq!(request(" CPU ", 2), Ok(DeviceRequest::Fixed(Device::Cpu)));
+        assert_eq!(request("auto", 0), Ok(DeviceRequest::Auto));
+        assert_eq!(request("cuda", 1), cuda(0));
+        assert_eq!(request("gpu:1", 2), cuda(1));
+        assert_eq!(request("cuda:1", 2), cuda(1));
+        assert_eq!(request("CUDA:0", 8), cuda(0));
+        assert_eq!(Device::Cuda(3).cuda_visible_devices(), "3");
+        assert_eq!(Device::Cpu.cuda_visible_devices(), "");
+    }
+
+    #[test]
+    fn a_gpu_beyond_the_count_is_refused_naming_the_count_and_what_was_found() {
+        let err = request("cuda:3", 2).unwrap_err();
+        assert!(
+            matches!(err, DeviceError::OutOfRange { count: 2, .. }),
+            "{err:?}"
         );
         let msg = err.to_string();
         assert!(
-            msg.contains("has 2 GPU(s)") && msg.contains("cuda:1"),
+            msg.contains("has 2 GPU(s)") && msg.contains("cuda:1") && msg.contains("CPU-only"),
             "{msg}"
         );
     }
 
     #[test]
     fn a_gpu_without_cuda_and_malformed_values_are_refused() {
+        let err = request("cuda", 0).unwrap_err();
+        assert!(matches!(err, DeviceError::NoCuda { .. }), "{err:?}");
+        assert!(err.to_string().contains("CPU-only"), "{err}");
         assert!(matches!(
-            parse_device_for("cuda", 0),
-            Err(DeviceError::NoCuda { .. })
-        ));
-        assert!(matches!(
-            parse_device_for("cuda:-1", 4),
+            request("cuda:-1", 4),
             Err(DeviceError::BadIndex { .. })
         ));
         assert!(matches!(
-            parse_device_for("cuda:x", 4),
+            request("cuda:x", 4),
             Err(DeviceError::BadIndex { .. })
         ));
         assert!(matches!(
-            parse_device_for("tpu", 4),
+            request("tpu", 4),
             Err(DeviceError::Unknown { .. })
         ));
-        assert!(matches!(
-            parse_device_for("", 4),
-            Err(DeviceError::Unknown { .. })
-        ));
+        assert!(matches!(request("", 4), Err(DeviceError::Unknown { .. })));
     }
 
     #[test]
@@ -492,15 +559,16 @@ mod tests {
         assert_eq!(pick_auto(&[], 0), None);
         // A held index that no longer exists (fewer GPUs visible now) frees nothing.
         assert_eq!(pick_auto(&[5, 0], 2), Some(1));
-        assert_eq!(DeviceChoice::Auto.resolve(&[0], 2), tch::Device::Cuda(1));
-        assert_eq!(DeviceChoice::Auto.resolve(&[0, 1], 2), tch::Device::Cpu);
-        assert_eq!(DeviceChoice::Cuda(1).resolve(&[1], 2), tch::Device::Cuda(1));
+        assert_eq!(DeviceRequest::Auto.resolve(&[0], 2), Device::Cuda(1));
+        assert_eq!(DeviceRequest::Auto.resolve(&[0, 1], 2), Device::Cpu);
+        let one = DeviceRequest::Fixed(Device::Cuda(1));
+        assert_eq!(one.resolve(&[1], 2), Device::Cuda(1));
     }
 
     #[test]
     fn choices_print_as_they_are_parsed() {
         for text in ["cpu", "auto", "cuda:0", "cuda:7"] {
-            assert_eq!(parse_device_for(text, 8).unwrap().to_string(), text);
+            assert_eq!(request(text, 8).unwrap().to_string(), text);
         }
     }
 
@@ -577,16 +645,15 @@ mod tests {
         assert!(report.libtorch_cuda_build.is_some(), "{report}");
 
         let count = report.device_count;
-        assert_eq!(parse_device("cuda"), Ok(DeviceChoice::Cuda(0)));
         assert_eq!(
-            parse_device(&format!("cuda:{count}")),
-            Err(DeviceError::OutOfRange {
-                given: format!("cuda:{count}"),
-                index: count,
-                count
-            })
+            parse_device("cuda"),
+            Ok(DeviceRequest::Fixed(Device::Cuda(0)))
         );
-        let device = DeviceChoice::Auto.resolve(&[], count);
+        assert!(matches!(
+            parse_device(&format!("cuda:{count}")),
+            Err(DeviceError::OutOfRange { .. })
+        ));
+        let device = DeviceRequest::Auto.resolve(&[], count).to_tch();
         assert_eq!(device, tch::Device::Cuda(0));
         let ones = tch::Tensor::ones([4], (tch::Kind::Float, device));
         assert_eq!(ones.sum(tch::Kind::Float).double_value(&[]), 4.0);

@@ -307,6 +307,11 @@ struct WorkerArgs {
     /// First retry delay after a retryable failure; doubles with every attempt.
     #[arg(long, env = "SWEEPER_RETRY_BACKOFF_SECS", default_value = "10", value_parser = parse_seconds)]
     retry_backoff_secs: Duration,
+    /// Stop (exit 1) after this many jobs in a row failed for reasons of this machine
+    /// (GPU, driver, memory, disk, artifact store), so that a launcher restarts or
+    /// reschedules the worker; 0 never stops.
+    #[arg(long, env = "SWEEPER_MAX_INFRA_FAILURES", default_value_t = 3)]
+    max_infra_failures: u32,
     /// Seconds added to this machine's clock as the worker sees it (tests only:
     /// leases follow the database's clock whatever this says).
     #[arg(
@@ -449,6 +454,9 @@ fn exit_status(error: &anyhow::Error) -> u8 {
                 .downcast_ref::<sweeper::report::ReportError>()
                 .is_some_and(sweeper::report::ReportError::is_bad_input)
             || cause.is::<sweeper::devices::DeviceError>()
+            || cause
+                .downcast_ref::<worker::WorkerError>()
+                .is_some_and(worker::WorkerError::is_bad_input)
     });
     if bad_input {
         2
@@ -661,8 +669,9 @@ async fn train(args: TrainArgs) -> anyhow::Result<()> {
         .get(dataset_name)
         .cloned()
         .ok_or_else(|| BadInput(format!("no dataset {dataset_name:?}")))?;
-    let device =
-        sweeper::devices::parse_device(&args.device)?.resolve(&[], tch::Cuda::device_count());
+    let device = sweeper::devices::parse_device(&args.device)?
+        .resolve(&[], tch::Cuda::device_count())
+        .to_tch();
     let job = sweeper::train::TrainJob {
         job_id: Uuid::now_v7(),
         attempt: 1,
@@ -727,8 +736,9 @@ async fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
             "--mode {other:?}: use compute or end_to_end"
         ))),
     };
-    let device =
-        sweeper::devices::parse_device(&args.device)?.resolve(&[], tch::Cuda::device_count());
+    let device = sweeper::devices::parse_device(&args.device)?
+        .resolve(&[], tch::Cuda::device_count())
+        .to_tch();
     let options = BenchOptions {
         backbone: args.backbone,
         image_size: args.image_size,
@@ -1062,6 +1072,7 @@ async fn run_worker(db: &str, args: WorkerArgs) -> anyhow::Result<()> {
     config.poll = args.poll_secs;
     config.shutdown_grace = args.shutdown_grace_secs;
     config.retry_backoff = args.retry_backoff_secs;
+    config.max_infra_failures = args.max_infra_failures;
     if config.heartbeat >= config.lease {
         bail!(BadInput(
             "--heartbeat-secs must be shorter than --lease-secs".into()

@@ -36,6 +36,7 @@ use crate::sweep::{Params, StageKind};
 
 pub mod bench;
 mod error;
+mod failure;
 mod id;
 pub mod query;
 mod queue;
@@ -46,6 +47,7 @@ pub mod table;
 pub use query::query_read_only;
 
 pub use error::{StoreError, StoreResult};
+pub use failure::{Blame, Failure, FailureKind, UnknownFailureKind};
 pub(crate) use id::Id;
 pub use id::IdPrefix;
 
@@ -525,15 +527,6 @@ pub enum Finish {
     Cancelled,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    /// Short machine-readable kind ("exit status", "fatal", "lease expired", …).
-    pub kind: String,
-    pub message: String,
-    /// Another attempt may succeed: the job goes back to the queue while attempts remain.
-    pub retryable: bool,
-}
-
 /// One metric value of a job's attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricPoint {
@@ -587,7 +580,7 @@ pub struct JobRow {
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub heartbeat_at: Option<DateTime<Utc>>,
     pub progress_step: Option<i64>,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<FailureKind>,
     pub error_message: Option<String>,
     pub result: Option<Value>,
     pub checkpoint: Option<String>,

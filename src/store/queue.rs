@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::error::Context as _;
 use super::{
-    on_conn, parse_kind, Backend, CancelSummary, ClaimedJob, Conn, EarlierMetric, Failure, Finish,
+    on_conn, parse_kind, Backend, Blame, CancelSummary, ClaimedJob, Conn, EarlierMetric, Finish,
     Id, JobFilter, JobState, Lease, MetricPoint, Store, StoreError, StoreResult, SubmitSummary,
     WorkerInfo, Write,
 };
@@ -400,10 +400,14 @@ impl Store {
                          error_message = NULL, lease_expires_at = NULL, finished_at = {now}, \
                          updated_at = {now} {fence}"
                 ),
+                // An infrastructure failure ($7) goes back to the queue whatever the
+                // attempts, and the attempt it spent is given back.
                 Finish::Failed(_) => format!(
                     "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' \
+                             WHEN $7 THEN 'queued' \
                              WHEN $5 AND attempt - free_attempts < max_attempts THEN 'queued' \
                              ELSE 'failed' END, \
+                         free_attempts = free_attempts + CASE WHEN $7 THEN 1 ELSE 0 END, \
                          error_kind = $3, error_message = $4, run_after = {later}, \
                          lease_expires_at = NULL, finished_at = {now}, updated_at = {now} \
                      {fence}",
@@ -418,15 +422,12 @@ impl Store {
             let query = sqlx::query(&sql).bind(Id(job)).bind(attempt);
             let query = match finish {
                 Finish::Succeeded(result) => query.bind(Json(result)),
-                Finish::Failed(Failure {
-                    kind,
-                    message,
-                    retryable,
-                }) => query
-                    .bind(kind)
-                    .bind(message)
-                    .bind(*retryable)
-                    .bind(backoff.as_secs_f64()),
+                Finish::Failed(failure) => query
+                    .bind(failure.kind.as_str())
+                    .bind(&failure.message)
+                    .bind(failure.retryable())
+                    .bind(backoff.as_secs_f64())
+                    .bind(failure.blame == Blame::Infrastructure),
                 Finish::Cancelled => query,
             };
             let row = query

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::error::Context as _;
 use super::{
-    on_conn, Id, IdPrefix, JobFilter, JobProvenance, JobRow, JobState, MetricRow, PromotionRow,
-    RunningRow, StageCount, Store, StoreResult, WorkerRow,
+    on_conn, FailureKind, Id, IdPrefix, JobFilter, JobProvenance, JobRow, JobState, MetricRow,
+    PromotionRow, RunningRow, StageCount, Store, StoreResult, WorkerRow,
 };
 use crate::provenance::Provenance;
 use crate::sweep::{Params, Spec};
@@ -389,7 +389,16 @@ where
         lease_expires_at: row.try_get("lease_expires_at")?,
         heartbeat_at: row.try_get("heartbeat_at")?,
         progress_step: row.try_get("progress_step")?,
-        error_kind: row.try_get("error_kind")?,
+        error_kind: row
+            .try_get::<Option<String>, _>("error_kind")?
+            .map(|kind| {
+                kind.parse::<FailureKind>()
+                    .map_err(|error| sqlx::Error::ColumnDecode {
+                        index: "error_kind".into(),
+                        source: error.into(),
+                    })
+            })
+            .transpose()?,
         error_message: row.try_get("error_message")?,
         result: row
             .try_get::<Option<Json<Value>>, _>("result")?

@@ -88,11 +88,11 @@ impl Checkpoint {
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> TrainError {
-    TrainError::Retryable(format!("checkpoint file {}: {e}", path.display()))
+    TrainError::Io(format!("checkpoint file {}: {e}", path.display()))
 }
 
 fn tch_error(path: &Path, e: tch::TchError) -> TrainError {
-    TrainError::Retryable(format!("checkpoint file {}: {e}", path.display()))
+    TrainError::Io(format!("checkpoint file {}: {e}", path.display()))
 }
 
 fn tmp_name(path: &Path) -> PathBuf {

@@ -279,7 +279,7 @@ mod tests {
         for (p, name) in cases {
             let err = PretextConfig::from_params(&params(p), "job-42").expect_err("bad params");
             let msg = err.to_string();
-            assert!(!err.is_retryable());
+            assert!(!err.is_infrastructure());
             assert!(msg.contains(name) && msg.contains("job-42"), "{msg}");
         }
     }

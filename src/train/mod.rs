@@ -93,17 +93,29 @@ pub enum TrainEvent {
 pub enum TrainError {
     #[error("cancelled")]
     Cancelled,
-    /// Worth another attempt: CUDA out of memory, preemption, a transient I/O error.
-    #[error("{0}")]
-    Retryable(String),
-    /// Another attempt would fail the same way: bad config, NaN loss, missing data.
+    /// The job's own fault; another attempt would fail the same way: bad config,
+    /// NaN loss, missing data.
     #[error("{0}")]
     Fatal(String),
+    /// The GPU, its driver, CUDA or cuDNN failed: not the job's fault.
+    #[error("{0}")]
+    Device(String),
+    /// The device or the host ran out of memory: another device may fit the job.
+    #[error("{0}")]
+    OutOfMemory(String),
+    /// Local I/O failed for a reason of the machine's (a stale NFS handle, a full
+    /// disk, a timeout), or a thread could not be started.
+    #[error("{0}")]
+    Io(String),
 }
 
 impl TrainError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, TrainError::Retryable(_))
+    /// The machine's fault, not the job's: worth another attempt elsewhere.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(
+            self,
+            TrainError::Device(_) | TrainError::OutOfMemory(_) | TrainError::Io(_)
+        )
     }
 }
 

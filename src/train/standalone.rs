@@ -23,13 +23,14 @@ use super::{run_job, TrainError, TrainEvent, TrainJob, TrainResult};
 /// Runs `job` on a training thread and draws its progress on the terminal; metrics
 /// and checkpoints are printed above the bar. `cancel` stops it within one step.
 pub fn train_standalone(job: &TrainJob, cancel: Arc<AtomicBool>) -> TrainResult<serde_json::Value> {
+    super::device::quiet_training_panics();
     let (tx, rx) = mpsc::channel();
     let owned = job.clone();
     let flag = Arc::clone(&cancel);
     let worker = std::thread::Builder::new()
         .name(format!("train-{}", job.job_id))
         .spawn(move || run_job(&owned, &tx, &flag))
-        .map_err(|e| TrainError::Retryable(format!("cannot start the training thread: {e}")))?;
+        .map_err(|e| TrainError::Io(format!("cannot start the training thread: {e}")))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{spinner} epoch {prefix} [{bar:40}] {pos}/{len} steps {elapsed_precise} (eta {eta}) {msg}")
@@ -65,7 +66,7 @@ pub fn train_standalone(job: &TrainJob, cancel: Arc<AtomicBool>) -> TrainResult<
     bar.finish();
     worker
         .join()
-        .map_err(|_| TrainError::Fatal("the training thread panicked".into()))?
+        .map_err(|payload| super::device::panic_error("training", payload.as_ref()))?
 }
 
 /// What the benchmark times.

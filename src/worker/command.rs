@@ -28,10 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::device::Device;
 use super::execution::{Execution, JobEvent, Outcome, Stopper};
 use super::summary::{CommandResult, Goal};
-use crate::store::{ClaimedJob, Failure, MetricPoint};
+use crate::devices::Device;
+use crate::store::{ClaimedJob, Failure, FailureKind, MetricPoint};
 use crate::sweep::expand::render_command;
 use crate::sweep::Params;
 
@@ -87,17 +87,13 @@ pub(crate) fn start(spec: CommandJob<'_>) -> Result<Execution, Failure> {
             Value::from(spec.data_root.to_string_lossy()),
         ),
     ]);
-    let argv = render_command(spec.argv, &spec.job.params, &runtime).map_err(|error| Failure {
-        kind: "bad command".into(),
-        message: error.to_string(),
-        retryable: false,
-    })?;
+    let argv = render_command(spec.argv, &spec.job.params, &runtime)
+        .map_err(|error| Failure::job(FailureKind::BadCommand, error.to_string()))?;
     let Some((program, args)) = argv.split_first() else {
-        return Err(Failure {
-            kind: "bad command".into(),
-            message: "the stage's command is empty".into(),
-            retryable: false,
-        });
+        return Err(Failure::job(
+            FailureKind::BadCommand,
+            "the stage's command is empty",
+        ));
     };
     let mut command = Command::new(program);
     command
@@ -138,10 +134,11 @@ pub(crate) fn start(spec: CommandJob<'_>) -> Result<Execution, Failure> {
         // A password in a URL argument stays out of a file others may read.
         crate::redact::redact_url(&shell_words(&argv)),
     );
-    let mut log_file = open_log(&log_path, &header).map_err(|error| Failure {
-        kind: "io".into(),
-        message: format!("cannot write {}: {error}", log_path.display()),
-        retryable: true,
+    let mut log_file = open_log(&log_path, &header).map_err(|error| {
+        Failure::infrastructure(
+            FailureKind::Io,
+            format!("cannot write {}: {error}", log_path.display()),
+        )
     })?;
     let mut child = match command.spawn() {
         Ok(child) => child,
@@ -149,10 +146,13 @@ pub(crate) fn start(spec: CommandJob<'_>) -> Result<Execution, Failure> {
             let message = format!("cannot start {program:?}: {error}");
             // Best effort: the failure is in the store whatever the log says.
             let _ = writeln!(log_file, "{LOG_MARK} {message}");
-            return Err(Failure {
-                kind: "spawn".into(),
-                message,
-                retryable: false,
+            // A program that is not there or cannot be run is the stage's fault;
+            // no process or memory to start it with is the machine's.
+            return Err(match error.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    Failure::job(FailureKind::Spawn, message)
+                }
+                _ => Failure::infrastructure(FailureKind::Spawn, message),
             });
         }
     };
@@ -261,11 +261,10 @@ async fn supervise(
             Outcome::Succeeded(Value::Object(result.unwrap_or_default().to_map()))
         }
         Ok(status) => Outcome::Failed(failure(status, &tail)),
-        Err(error) => Outcome::Failed(Failure {
-            kind: "wait".into(),
-            message: format!("cannot wait for the program: {error}"),
-            retryable: true,
-        }),
+        Err(error) => Outcome::Failed(Failure::infrastructure(
+            FailureKind::Wait,
+            format!("cannot wait for the program: {error}"),
+        )),
     }
 }
 
@@ -308,21 +307,22 @@ fn failure(status: ExitStatus, tail: &VecDeque<String>) -> Failure {
         format!("\n{}", Vec::from(tail.clone()).join("\n"))
     };
     match (status.code(), status.signal()) {
-        (Some(code), _) => Failure {
-            kind: "exit status".into(),
-            message: format!("the program exited with status {code}{stderr}"),
-            retryable: code == EXIT_RETRY,
-        },
-        (None, Some(signal)) => Failure {
-            kind: "signal".into(),
-            message: format!("the program was killed by signal {signal}{stderr}"),
-            retryable: true,
-        },
-        (None, None) => Failure {
-            kind: "exit status".into(),
-            message: format!("the program ended abnormally{stderr}"),
-            retryable: false,
-        },
+        (Some(code), _) => {
+            let message = format!("the program exited with status {code}{stderr}");
+            if code == EXIT_RETRY {
+                Failure::transient(FailureKind::ExitStatus, message)
+            } else {
+                Failure::job(FailureKind::ExitStatus, message)
+            }
+        }
+        (None, Some(signal)) => Failure::transient(
+            FailureKind::Signal,
+            format!("the program was killed by signal {signal}{stderr}"),
+        ),
+        (None, None) => Failure::job(
+            FailureKind::ExitStatus,
+            format!("the program ended abnormally{stderr}"),
+        ),
     }
 }
 

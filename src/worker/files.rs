@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::artifacts::{ArtifactError, ArtifactResult, Artifacts, Location, SyncReport};
-use crate::store::Failure;
+use crate::store::{Failure, FailureKind};
 
 /// The artifact store and this machine's side of it.
 #[derive(Debug, Clone)]
@@ -157,12 +157,14 @@ impl Storage {
     }
 }
 
-/// An artifact error as a job failure: retryable when the store or the disk failed.
+/// An artifact error as a job failure: the machine's when the store or the disk
+/// failed, the job's when its location, key or object is wrong.
 pub(crate) fn artifact_failure(what: &str, error: &ArtifactError) -> Failure {
-    Failure {
-        kind: "artifacts".into(),
-        message: format!("{what}: {error}"),
-        retryable: error.is_retryable(),
+    let message = format!("{what}: {error}");
+    if error.is_retryable() {
+        Failure::infrastructure(FailureKind::Artifacts, message)
+    } else {
+        Failure::job(FailureKind::Artifacts, message)
     }
 }
 

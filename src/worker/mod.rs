@@ -35,21 +35,22 @@ use crate::artifacts::{ArtifactError, ArtifactResult, SyncReport};
 use crate::provenance::{self, DataFingerprint, Provenance};
 use crate::redact::redact_url;
 use crate::store::{
-    ClaimedJob, EarlierMetric, Failure, Finish, JobState, Lease, MetricPoint, Store, StoreError,
-    WorkerInfo, Write,
+    Blame, ClaimedJob, EarlierMetric, Failure, FailureKind, Finish, JobState, Lease, MetricPoint,
+    Store, StoreError, WorkerInfo, Write,
 };
 use crate::sweep::params::JobParams;
 use crate::sweep::{Spec, StageKind};
 use crate::train::TrainJob;
 
+mod breaker;
 pub mod command;
-pub mod device;
 mod execution;
 mod files;
 pub mod summary;
 mod training;
 
-pub use device::{Device, DeviceRequest};
+pub use crate::devices::{Device, DeviceRequest};
+use breaker::{Breaker, Tripped};
 use execution::{Execution, JobEvent, Outcome};
 use files::{artifact_failure, JobFiles, Storage};
 
@@ -61,12 +62,26 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Artifacts(#[from] ArtifactError),
+    #[error(transparent)]
+    Device(#[from] crate::devices::DeviceError),
+    #[error(
+        "the last {count} jobs failed for reasons of this machine, not theirs (last: {last}); \
+         stopping so that a sound worker takes them"
+    )]
+    Broken { count: u32, last: String },
     #[error("the store failed {count} times in a row; giving up")]
     StoreUnavailable {
         count: u32,
         #[source]
         last: StoreError,
     },
+}
+
+impl WorkerError {
+    /// The user's input is wrong (a device this host lacks), not the machine.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, WorkerError::Device(_))
+    }
 }
 
 /// How a worker behaves; the CLI's flags.
@@ -91,6 +106,9 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// First retry delay of a retryable failure; doubles with each attempt.
     pub retry_backoff: Duration,
+    /// The circuit breaker: stop after this many infrastructure failures in a row
+    /// (0: never).
+    pub max_infra_failures: u32,
     /// The artifact store: a directory, `file:///shared/dir` or `s3://bucket/prefix`.
     pub artifacts: String,
     /// Where jobs write on this machine (default: the store's directory when it is
@@ -118,6 +136,7 @@ impl WorkerConfig {
             poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(10),
+            max_infra_failures: 3,
             artifacts: "artifacts".into(),
             scratch: None,
             cache_dir: None,
@@ -229,6 +248,13 @@ pub async fn run_with_kill(
     shutdown: CancellationToken,
     kill: CancellationToken,
 ) -> WorkerResult<WorkerSummary> {
+    // A device this host lacks is refused before anything is claimed or registered:
+    // a worker that cannot train must not fail the queue's jobs one by one.
+    let gpu_count = crate::devices::usable_gpus();
+    config
+        .device
+        .check(gpu_count, || crate::devices::describe().found())?;
+    crate::train::device::quiet_training_panics();
     let storage = Storage::open(&config.artifacts, config.scratch.as_deref())?;
     let cache_dir = match &config.cache_dir {
         Some(dir) => absolute(dir),
@@ -246,13 +272,15 @@ pub async fn run_with_kill(
             device
         }
         DeviceRequest::Auto => {
-            let gpu_count = i64::try_from(Device::gpus().len()).unwrap_or(0);
             let live_within = (config.lease * 2).max(Duration::from_secs(30));
             let chosen = store
                 .register_worker_auto(&info, gpu_count, live_within)
                 .await?;
             // The store only hands back a candidate or "cpu", both valid.
-            chosen.parse().unwrap_or(Device::Cpu)
+            match chosen.parse() {
+                Ok(DeviceRequest::Fixed(device)) => device,
+                _ => Device::Cpu,
+            }
         }
     };
     note_clock_difference(&store, &config).await;
@@ -273,6 +301,7 @@ pub async fn run_with_kill(
         kill,
         shutdown: shutdown.clone(),
         outage: std::sync::Mutex::new(Outage::default()),
+        breaker: std::sync::Mutex::new(Breaker::default()),
     };
     tracing::info!(
         worker = %worker.info.name,
@@ -373,6 +402,8 @@ struct Worker {
     shutdown: CancellationToken,
     /// A std mutex: held for a few field updates, never across an await.
     outage: std::sync::Mutex<Outage>,
+    /// A std mutex, as `outage`.
+    breaker: std::sync::Mutex<Breaker>,
     /// This worker's part of every attempt's provenance; the dataset is added per job.
     provenance: Provenance,
 }
@@ -435,6 +466,12 @@ impl Worker {
                     failures = 0;
                     failing_since = None;
                     self.store_answered();
+                    let tripped = self.breaker.lock().map_or(None, |breaker| {
+                        breaker.tripped(self.config.max_infra_failures)
+                    });
+                    if let Some(Tripped { count, last }) = tripped {
+                        return Err(WorkerError::Broken { count, last });
+                    }
                 }
                 Ok(false) => return Ok(summary),
                 Err(error) => {
@@ -567,11 +604,10 @@ impl Worker {
             }
             tokio::select! {
                 done = &mut execution.done => {
-                    break done.unwrap_or_else(|_| Outcome::Failed(Failure {
-                        kind: "crash".into(),
-                        message: "the job's runner ended without an outcome (a panic)".into(),
-                        retryable: false,
-                    }));
+                    break done.unwrap_or_else(|_| Outcome::Failed(Failure::transient(
+                        FailureKind::Crash,
+                        "the job's runner ended without an outcome (a panic)",
+                    )));
                 }
                 Some(event) = execution.events.recv() => match event {
                     JobEvent::Metric(point) => {
@@ -712,11 +748,10 @@ impl Worker {
                 self.push_progress(job, files).await;
                 Finish::Failed(failure)
             }
-            (Outcome::Stopped, None) => Finish::Failed(Failure {
-                kind: "stopped".into(),
-                message: "the job stopped without being asked to".into(),
-                retryable: true,
-            }),
+            (Outcome::Stopped, None) => Finish::Failed(Failure::transient(
+                FailureKind::Stopped,
+                "the job stopped without being asked to",
+            )),
         };
         self.finish(job, finish).await
     }
@@ -1082,7 +1117,13 @@ impl Worker {
     }
 
     async fn finish(&self, job: &ClaimedJob, finish: Finish) -> Result<End, StoreError> {
-        let backoff = self.config.backoff(job.attempt);
+        // The machine's fault says nothing about the job: it waits the first delay only.
+        let backoff = match &finish {
+            Finish::Failed(failure) if failure.blame == Blame::Infrastructure => {
+                self.config.retry_backoff
+            }
+            _ => self.config.backoff(job.attempt),
+        };
         let what = match &finish {
             Finish::Succeeded(result) => format!("its end (succeeded, result {result})"),
             Finish::Failed(failure) => format!(
@@ -1097,9 +1138,20 @@ impl Worker {
                 self.store.finish(job.id, job.attempt, &finish, backoff)
             })
             .await?;
+        if let Ok(mut breaker) = self.breaker.lock() {
+            breaker.record(&finish);
+        }
         match ended {
             Some(state) => {
                 match (&finish, state) {
+                    (Finish::Failed(failure), JobState::Queued)
+                        if failure.blame == Blame::Infrastructure =>
+                    {
+                        tracing::warn!(
+                            kind = %failure.kind, message = %failure.message, ?backoff,
+                            "failed for a reason of this machine; back in the queue, no attempt spent"
+                        )
+                    }
                     (Finish::Failed(failure), JobState::Queued) => tracing::warn!(
                         kind = %failure.kind, message = %failure.message, ?backoff, "failed; will retry"
                     ),
@@ -1128,22 +1180,28 @@ impl Worker {
             .spec(&job.sweep)
             .await
             .map_err(Started::Store)?
-            .ok_or_else(|| fatal("no spec", format!("sweep {:?} is not stored", job.sweep)))?;
+            .ok_or_else(|| {
+                fatal(
+                    FailureKind::NoSpec,
+                    format!("sweep {:?} is not stored", job.sweep),
+                )
+            })?;
         let stage = spec
             .stages
             .iter()
             .find(|s| s.name == job.stage)
             .ok_or_else(|| {
                 fatal(
-                    "no stage",
+                    FailureKind::NoStage,
                     format!("sweep {:?} has no stage {:?}", job.sweep, job.stage),
                 )
             })?;
         let job_dir = files.dir.clone();
-        std::fs::create_dir_all(&job_dir).map_err(|error| Failure {
-            kind: "io".into(),
-            message: format!("cannot create {}: {error}", job_dir.display()),
-            retryable: true,
+        std::fs::create_dir_all(&job_dir).map_err(|error| {
+            Failure::infrastructure(
+                FailureKind::Io,
+                format!("cannot create {}: {error}", job_dir.display()),
+            )
         })?;
         // A retried attempt (on any machine) resumes from what the last one stored.
         match self.storage.pull(files).await {
@@ -1170,7 +1228,7 @@ impl Worker {
                     .map_err(Started::Store)?;
                 let argv = stage.command.as_deref().ok_or_else(|| {
                     fatal(
-                        "bad command",
+                        FailureKind::BadCommand,
                         format!("stage {:?} has no command", stage.name),
                     )
                 })?;
@@ -1211,13 +1269,13 @@ impl Worker {
     ) -> Result<TrainJob, Started> {
         let dataset_name = dataset.ok_or_else(|| {
             fatal(
-                "no dataset",
+                FailureKind::NoDataset,
                 format!("stage {:?} names no dataset", job.stage),
             )
         })?;
         let dataset = spec.datasets.get(dataset_name).cloned().ok_or_else(|| {
             fatal(
-                "no dataset",
+                FailureKind::NoDataset,
                 format!("sweep {:?} has no dataset {dataset_name:?}", job.sweep),
             )
         })?;
@@ -1226,7 +1284,7 @@ impl Worker {
                 let parent_row = self.store.job(parent).await.map_err(Started::Store)?;
                 let checkpoint = parent_row.and_then(|row| row.checkpoint).ok_or_else(|| {
                     fatal(
-                        "no checkpoint",
+                        FailureKind::NoCheckpoint,
                         format!("the parent job {parent} left no checkpoint"),
                     )
                 })?;
@@ -1338,12 +1396,8 @@ impl From<Failure> for Started {
     }
 }
 
-fn fatal(kind: &str, message: String) -> Started {
-    Started::Failed(Failure {
-        kind: kind.into(),
-        message,
-        retryable: false,
-    })
+fn fatal(kind: FailureKind, message: String) -> Started {
+    Started::Failed(Failure::job(kind, message))
 }
 
 fn lose(stop: &mut Option<StopReason>, execution: &Execution) {

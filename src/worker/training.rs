@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::execution::{Execution, JobEvent, Outcome, Stopper};
-use crate::store::{EarlierMetric, Failure, MetricPoint};
+use crate::store::{EarlierMetric, Failure, FailureKind, MetricPoint};
 use crate::train::{self, TrainError, TrainEvent, TrainJob};
 
 /// Starts the job's thread; `Err` when the thread cannot be created.
@@ -54,39 +54,53 @@ pub(crate) fn start(job: TrainJob) -> Result<Execution, Failure> {
                 }
             }
         })
-        .map_err(|error| Failure {
-            kind: "thread".into(),
-            message: format!("cannot start the training event thread: {error}"),
-            retryable: true,
+        .map_err(|error| {
+            Failure::infrastructure(
+                FailureKind::Thread,
+                format!("cannot start the training event thread: {error}"),
+            )
         })?;
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
-            let outcome = match train::run_job(&job, &train_tx, &flag) {
-                Ok(result) => Outcome::Succeeded(result),
-                Err(TrainError::Cancelled) => Outcome::Stopped,
-                Err(error @ TrainError::Retryable(_)) => Outcome::Failed(Failure {
-                    kind: "retryable".into(),
-                    message: error.to_string(),
-                    retryable: true,
-                }),
-                Err(error @ TrainError::Fatal(_)) => Outcome::Failed(Failure {
-                    kind: "fatal".into(),
-                    message: error.to_string(),
-                    retryable: false,
-                }),
+            // The boundary: whatever libtorch panics with outside a guarded step
+            // becomes a failure blamed on the job or the machine, its message cut.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                train::run_job(&job, &train_tx, &flag)
+            }));
+            let outcome = match ran {
+                Ok(Ok(result)) => Outcome::Succeeded(result),
+                Ok(Err(error)) => outcome_of(error, FailureKind::Fatal),
+                Err(payload) => outcome_of(
+                    train::device::panic_error("training", payload.as_ref()),
+                    FailureKind::Crash,
+                ),
             };
             // The receiver is gone only when the worker gave up on the job.
             let _ = done_tx.send(outcome);
         })
-        .map_err(|error| Failure {
-            kind: "thread".into(),
-            message: format!("cannot start the training thread: {error}"),
-            retryable: true,
+        .map_err(|error| {
+            Failure::infrastructure(
+                FailureKind::Thread,
+                format!("cannot start the training thread: {error}"),
+            )
         })?;
     Ok(Execution {
         events,
         done,
         stopper: Stopper::Flag(cancel),
+    })
+}
+
+/// How a training error ends the attempt; `own` is the kind of a fault of the job's
+/// (`fatal` for a refusal, `crash` for a panic).
+fn outcome_of(error: TrainError, own: FailureKind) -> Outcome {
+    let message = error.to_string();
+    Outcome::Failed(match error {
+        TrainError::Cancelled => return Outcome::Stopped,
+        TrainError::Fatal(_) => Failure::job(own, message),
+        TrainError::Device(_) => Failure::infrastructure(FailureKind::Device, message),
+        TrainError::OutOfMemory(_) => Failure::infrastructure(FailureKind::OutOfMemory, message),
+        TrainError::Io(_) => Failure::infrastructure(FailureKind::Io, message),
     })
 }

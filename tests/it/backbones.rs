@@ -275,7 +275,7 @@ fn small_resnet_trains_at_its_default_and_smallest_inputs() {
 fn inception_below_its_minimum_is_refused_before_training() {
     for name in ["inception_v3", "inception_resnet_v2"] {
         let error = backbone::check_input(name, 64).unwrap_err();
-        assert!(!error.is_retryable(), "a too-small input is final");
+        assert!(!error.is_infrastructure(), "a too-small input is final");
         let message = error.to_string();
         assert!(message.contains(name), "{message}");
         assert!(message.contains("75 px"), "{message}");

@@ -302,10 +302,21 @@ command = ["sh", "-c", "echo partial; echo boom >&2; exit 3", "postgres://u:pw-i
         marks[5].starts_with("==> attempt 2 exited with status 0 after "),
         "{log}"
     );
-    let attempt_one = log.find("attempt 1\n").expect("attempt 1's output");
-    let retry = log.find("retry me\n").expect("attempt 1's stderr");
+    // Each attempt's output, stdout and stderr alike, sits inside its own section; the
+    // two pipes are read apart, so their order within a section is not fixed.
+    let section_two = log.find(marks[3]).expect("attempt 2's header");
+    let section_one_end = log.find(marks[2]).expect("attempt 1's end");
+    for line in ["attempt 1\n", "retry me\n"] {
+        let at = log
+            .find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in\n{log}"));
+        assert!(
+            at < section_one_end,
+            "{line:?} after attempt 1 ended:\n{log}"
+        );
+    }
     let attempt_two = log.find("attempt 2\n").expect("attempt 2's output");
-    assert!(attempt_one < retry && retry < attempt_two, "{log}");
+    assert!(section_two < attempt_two, "{log}");
 
     // A final failure's log reaches the store too.
     let log = stdout(&db.sweeper(&["logs", &broken.id.to_string(), "--artifacts", &shared]));

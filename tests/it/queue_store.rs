@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sweeper::store::{
-    Failure, Finish, JobFilter, JobState, Lease, MetricPoint, Store, StoreError, Write,
+    Failure, FailureKind, Finish, JobFilter, JobState, Lease, MetricPoint, Store, StoreError, Write,
 };
 use sweeper::sweep::{Preference, StageKind, StageSpec};
 
@@ -22,6 +22,7 @@ backend_tests!(
     superseded_attempt_cannot_write,
     expired_leases_requeue_then_fail,
     retryable_failures_back_off_and_retry_grants_fresh_attempts,
+    infrastructure_failures_spend_no_attempt_and_never_promote,
     cancel_stops_queued_at_once_and_flags_running,
     promotion_happens_once_per_group_under_concurrency,
     imported_result_is_never_run,
@@ -178,7 +179,7 @@ async fn expired_leases_requeue_then_fail(db: &TestDb) {
         vec![(first.id, JobState::Failed)]
     );
     let row = store.job(first.id).await.unwrap().unwrap();
-    assert_eq!(row.error_kind.as_deref(), Some("lease expired"));
+    assert_eq!(row.error_kind, Some(FailureKind::LeaseExpired));
     assert!(row.error_message.unwrap().contains("attempt 2"));
     assert!(store.reap().await.unwrap().is_empty());
 }
@@ -191,10 +192,10 @@ async fn retryable_failures_back_off_and_retry_grants_fresh_attempts(db: &TestDb
     )
     .await;
     let failure = |retryable| {
-        Finish::Failed(Failure {
-            kind: "test".into(),
-            message: "boom".into(),
-            retryable,
+        Finish::Failed(if retryable {
+            Failure::transient(FailureKind::ExitStatus, "boom")
+        } else {
+            Failure::job(FailureKind::ExitStatus, "boom")
         })
     };
     let job = store.claim("a", LONG).await.unwrap().unwrap();
@@ -255,6 +256,51 @@ async fn retryable_failures_back_off_and_retry_grants_fresh_attempts(db: &TestDb
     ));
 }
 
+/// A job with one attempt fails three times on broken machines: each time it goes
+/// back to the queue with its attempt given back, and its group is never decided.
+async fn infrastructure_failures_spend_no_attempt_and_never_promote(db: &TestDb) {
+    let store = db.store().await;
+    let pre = command_stage("pre", &["true"], 1, 1);
+    let mut post = command_stage("post", &["true"], 1, 1);
+    post.grid.clear();
+    post.from = Some("best".into());
+    let best = selection("best", "pre", &[], vec![Preference::Min("loss".into())]);
+    let sweep = spec("infra", vec![pre, post], vec![best]);
+    submit(&store, &sweep).await;
+
+    let broken = Finish::Failed(Failure::infrastructure(
+        FailureKind::Device,
+        "CUDA error: an illegal memory access was encountered",
+    ));
+    for attempt in 1..=3 {
+        let job = store.claim("w", LONG).await.unwrap().expect("queued again");
+        assert_eq!(job.attempt, attempt);
+        assert_eq!(
+            store
+                .finish(job.id, attempt, &broken, Duration::ZERO)
+                .await
+                .unwrap(),
+            Some(JobState::Queued),
+            "attempt {attempt} of a one-attempt job"
+        );
+        let row = store.job(job.id).await.unwrap().unwrap();
+        assert_eq!(row.error_kind, Some(FailureKind::Device));
+        assert_eq!(row.attempt - row.free_attempts, 0, "no attempt spent");
+        assert!(store.promotions("infra").await.unwrap().is_empty());
+    }
+    // On a sound machine its one attempt is still there, and its end decides.
+    let job = store.claim("w", LONG).await.unwrap().unwrap();
+    let done = Finish::Succeeded(json!({"loss": 1.0}));
+    assert_eq!(
+        store
+            .finish(job.id, job.attempt, &done, Duration::ZERO)
+            .await
+            .unwrap(),
+        Some(JobState::Succeeded)
+    );
+    assert_eq!(store.promotions("infra").await.unwrap().len(), 1);
+}
+
 async fn cancel_stops_queued_at_once_and_flags_running(db: &TestDb) {
     let store = db.store().await;
     submit(
@@ -275,11 +321,7 @@ async fn cancel_stops_queued_at_once_and_flags_running(db: &TestDb) {
         Lease::Held { cancel: true }
     );
     // The stopped program exits non-zero; the job still ends cancelled, not retried.
-    let killed = Finish::Failed(Failure {
-        kind: "signal".into(),
-        message: "15".into(),
-        retryable: true,
-    });
+    let killed = Finish::Failed(Failure::transient(FailureKind::Signal, "15"));
     assert_eq!(
         store
             .finish(running.id, 1, &killed, Duration::ZERO)

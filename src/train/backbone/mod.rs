@@ -255,7 +255,7 @@ mod tests {
             assert!(check_input(backbone.name, backbone.default_input).is_ok());
             if backbone.min_input > 1 {
                 let error = check_input(backbone.name, backbone.min_input - 1).unwrap_err();
-                assert!(!error.is_retryable());
+                assert!(!error.is_infrastructure());
                 let message = error.to_string();
                 assert!(message.contains(backbone.name), "{message}");
                 assert!(

@@ -201,7 +201,7 @@ impl DataError {
 impl From<DataError> for TrainError {
     fn from(error: DataError) -> Self {
         if error.is_transient() {
-            TrainError::Retryable(error.to_string())
+            TrainError::Io(error.to_string())
         } else {
             TrainError::Fatal(error.to_string())
         }
@@ -345,19 +345,19 @@ mod tests {
             source: std::io::ErrorKind::NotFound.into(),
         }
         .into();
-        assert!(!not_found.is_retryable());
+        assert!(!not_found.is_infrastructure());
         let stale: TrainError = DataError::Io {
             path: "/nfs/a".into(),
             source: std::io::Error::from_raw_os_error(libc::ESTALE),
         }
         .into();
-        assert!(stale.is_retryable());
+        assert!(stale.is_infrastructure());
         let timed_out: TrainError = DataError::Io {
             path: "/a".into(),
             source: std::io::ErrorKind::TimedOut.into(),
         }
         .into();
-        assert!(timed_out.is_retryable());
+        assert!(timed_out.is_infrastructure());
     }
 
     #[test]
