@@ -104,6 +104,13 @@ pub fn available_splits(spec: &DatasetSpec) -> Vec<Split> {
 /// Applies every rule of the spec (see the module docs) and splits the result.
 pub fn select(spec: &DatasetSpec, data_root: &Path, seed: u64) -> DataResult<Selection> {
     let ratios = ratios(spec)?;
+    if !data_root.is_dir() {
+        // `submit` checked the data root where it ran: missing here, it is this
+        // machine's mount that is missing, not the sweep's data.
+        return Err(DataError::MissingRoot {
+            root: data_root.to_path_buf(),
+        });
+    }
     let folder = data_root.join(&spec.folder);
     let labels = filter_labels(spec, &folder, list_labels(&folder)?)?;
     let label_names: Vec<String> = labels.keys().cloned().collect();

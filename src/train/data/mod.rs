@@ -132,6 +132,8 @@ pub enum CacheOutcome {
 pub enum DataError {
     #[error("dataset folder {path} does not exist or is not a directory")]
     MissingFolder { path: PathBuf },
+    #[error("the data root {root} is not reachable on this machine (not mounted?)")]
+    MissingRoot { root: PathBuf },
     #[error("dataset folder {folder} has no label folders")]
     NoLabels { folder: PathBuf },
     #[error("dataset folder {folder} lacks the labels {labels:?}")]
@@ -176,11 +178,13 @@ pub enum DataError {
 pub type DataResult<T> = Result<T, DataError>;
 
 impl DataError {
-    /// Whether another attempt might succeed: only I/O errors that a busy or
-    /// flaky file system produces. Missing data and bad specs stay missing and bad.
+    /// Whether another attempt, maybe on another machine, might succeed: a data root
+    /// this machine does not reach, and I/O errors that a busy or flaky file system
+    /// produces. Missing data and bad specs stay missing and bad.
     pub fn is_transient(&self) -> bool {
         use std::io::ErrorKind;
         match self {
+            DataError::MissingRoot { .. } => true,
             DataError::Io { source, .. } => {
                 matches!(
                     source.kind(),
@@ -358,6 +362,11 @@ mod tests {
         }
         .into();
         assert!(timed_out.is_infrastructure());
+        let unmounted: TrainError = DataError::MissingRoot {
+            root: "/mnt/data".into(),
+        }
+        .into();
+        assert!(unmounted.is_infrastructure());
     }
 
     #[test]
