@@ -318,6 +318,10 @@ struct WorkerArgs {
         allow_negative_numbers = true
     )]
     clock_skew_secs: f64,
+    /// Answer liveness probes on IP:PORT (`GET /healthz`: 200 ok, or 503 and why);
+    /// port 0 takes a free one, logged. Off by default.
+    #[arg(long, env = "SWEEPER_HEALTH_ADDR", value_name = "IP:PORT")]
+    health_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -449,6 +453,9 @@ fn exit_status(error: &anyhow::Error) -> u8 {
                 .downcast_ref::<sweeper::report::ReportError>()
                 .is_some_and(sweeper::report::ReportError::is_bad_input)
             || cause.is::<sweeper::devices::DeviceError>()
+            || cause
+                .downcast_ref::<worker::WorkerError>()
+                .is_some_and(worker::WorkerError::is_bad_input)
     });
     if bad_input {
         2
@@ -1062,6 +1069,7 @@ async fn run_worker(db: &str, args: WorkerArgs) -> anyhow::Result<()> {
     config.poll = args.poll_secs;
     config.shutdown_grace = args.shutdown_grace_secs;
     config.retry_backoff = args.retry_backoff_secs;
+    config.health_addr = args.health_addr;
     if config.heartbeat >= config.lease {
         bail!(BadInput(
             "--heartbeat-secs must be shorter than --lease-secs".into()

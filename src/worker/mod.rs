@@ -23,7 +23,9 @@
 //! Long because the run loop, its outage handling and provenance share the
 //! `Worker` state; the outage bookkeeping and provenance are the seams to split next.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -46,6 +48,7 @@ pub mod command;
 pub mod device;
 mod execution;
 mod files;
+pub mod health;
 pub mod summary;
 mod training;
 
@@ -61,12 +64,21 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Artifacts(#[from] ArtifactError),
+    #[error(transparent)]
+    Health(#[from] health::HealthError),
     #[error("the store failed {count} times in a row; giving up")]
     StoreUnavailable {
         count: u32,
         #[source]
         last: StoreError,
     },
+}
+
+impl WorkerError {
+    /// Whether the user must fix what they asked for (a health address taken).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, WorkerError::Health(_))
+    }
 }
 
 /// How a worker behaves; the CLI's flags.
@@ -103,6 +115,8 @@ pub struct WorkerConfig {
     /// Seconds added to this machine's clock, for the worker's own notion of the
     /// time only (tests of a skewed clock); leases never read it.
     pub clock_skew_secs: f64,
+    /// Where to answer liveness probes (`GET /healthz`); none by default.
+    pub health_addr: Option<SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -123,6 +137,7 @@ impl WorkerConfig {
             cache_dir: None,
             data_root: None,
             clock_skew_secs: 0.0,
+            health_addr: None,
         }
     }
 
@@ -229,6 +244,12 @@ pub async fn run_with_kill(
     shutdown: CancellationToken,
     kill: CancellationToken,
 ) -> WorkerResult<WorkerSummary> {
+    // Bound before anything is claimed: a taken address stops the worker at once.
+    let health = Arc::new(health::Health::new(config.poll.max(config.heartbeat)));
+    let health_server = match config.health_addr {
+        Some(addr) => Some(health::Server::start(addr, Arc::clone(&health)).await?),
+        None => None,
+    };
     let storage = Storage::open(&config.artifacts, config.scratch.as_deref())?;
     let cache_dir = match &config.cache_dir {
         Some(dir) => absolute(dir),
@@ -273,6 +294,7 @@ pub async fn run_with_kill(
         kill,
         shutdown: shutdown.clone(),
         outage: std::sync::Mutex::new(Outage::default()),
+        health,
     };
     tracing::info!(
         worker = %worker.info.name,
@@ -284,6 +306,9 @@ pub async fn run_with_kill(
         "worker started"
     );
     let summary = worker.run_loop(&shutdown).await;
+    if let Some(server) = health_server {
+        server.stop().await;
+    }
     if let Err(error) = worker.store.stop_worker(&worker.info.id).await {
         tracing::warn!(%error, "cannot mark the worker stopped");
     }
@@ -375,6 +400,8 @@ struct Worker {
     outage: std::sync::Mutex<Outage>,
     /// This worker's part of every attempt's provenance; the dataset is added per job.
     provenance: Provenance,
+    /// Beaten by the loop, tripped by what decides the worker cannot go on.
+    health: Arc<health::Health>,
 }
 
 /// The code, libtorch and device this worker runs attempts with.
@@ -420,6 +447,7 @@ impl Worker {
         let mut failing_since: Option<Instant> = None;
         let mut next_reap = Instant::now();
         loop {
+            self.health.beat();
             if shutdown.is_cancelled() || self.kill.is_cancelled() {
                 return Ok(summary);
             }
@@ -595,6 +623,7 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick(), if stop != Some(StopReason::Lost) => {
+                    self.health.beat();
                     // While the store is away one failed call per tick is enough.
                     if self.flush(job, &mut metrics, &mut stop, &execution).await
                         && self.renew(job, step, &mut stop, &execution).await
@@ -1017,6 +1046,7 @@ impl Worker {
                 return Err(error);
             }
             self.store_failed(&format!("job {}: {what}", job.id), &error);
+            self.health.beat();
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = self.kill.cancelled() => {}

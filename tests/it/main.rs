@@ -43,4 +43,5 @@ mod train_downstream;
 mod train_pretext;
 mod train_resume;
 mod train_science;
+mod worker_health;
 mod worker_signals;
