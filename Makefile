@@ -12,8 +12,12 @@ TORCH_ENV      = LIBTORCH="$$(ls -d $(CURDIR)/$(VENV)/lib/python3*/site-packages
 BIN           := target/release/sweeper
 DEMO_DIR      ?= demo-out
 DEMO_WORKERS  ?= 2
+# The offline validator of workers/k8s and the Kubernetes version checked against.
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+K8S_VERSION   := 1.33.0
+K8S_STAMP     := $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
 
-.PHONY: setup build test lint demo bench bench-setup clean-demo
+.PHONY: setup build test lint lint-k8s demo bench bench-setup clean-demo
 
 setup: $(TORCH_STAMP)
 
@@ -34,9 +38,18 @@ build: setup
 test: setup
 	$(TORCH_ENV) $(CARGO) test --release --locked -- --test-threads=2
 
-lint: setup
+lint: setup lint-k8s
 	$(CARGO) fmt --all -- --check
 	$(TORCH_ENV) $(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+# The validator ships the Kubernetes JSON schemas, so linting needs no network.
+$(K8S_STAMP):
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install --disable-pip-version-check --quiet kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
+	@touch $@
+
+lint-k8s: $(K8S_STAMP)
+	./scripts/lint-k8s.sh $(VENV) $(K8S_VERSION)
 
 demo: build
 	./scripts/demo.sh $(BIN) $(DEMO_DIR) $(DEMO_WORKERS)

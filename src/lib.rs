@@ -18,7 +18,8 @@
 //! - [`worker`]: the claim / run / complete loop, device pinning, heartbeats,
 //!   cancellation and graceful shutdown; runs `command` jobs itself (their metric
 //!   lines summarised into a typed result, their output kept in a log among the
-//!   job's artifacts) and hands training jobs to [`train`] on a dedicated thread.
+//!   job's artifacts) and hands training jobs to [`train`] on a dedicated thread;
+//!   an optional `/healthz` endpoint for liveness probes.
 //! - [`train`]: libtorch through `tch`: backbones, the SimCLR pretext task (projection
 //!   head, NT-Xent, LARS, warmup + cosine), batched augmentation on the training
 //!   device, ImageFolder datasets with a shared decoded cache, the linear protocol,

@@ -323,6 +323,10 @@ struct WorkerArgs {
         allow_negative_numbers = true
     )]
     clock_skew_secs: f64,
+    /// Answer liveness probes on IP:PORT (`GET /healthz`: 200 ok, or 503 and why);
+    /// port 0 takes a free one, logged. Off by default.
+    #[arg(long, env = "SWEEPER_HEALTH_ADDR", value_name = "IP:PORT")]
+    health_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1073,6 +1077,7 @@ async fn run_worker(db: &str, args: WorkerArgs) -> anyhow::Result<()> {
     config.shutdown_grace = args.shutdown_grace_secs;
     config.retry_backoff = args.retry_backoff_secs;
     config.max_infra_failures = args.max_infra_failures;
+    config.health_addr = args.health_addr;
     if config.heartbeat >= config.lease {
         bail!(BadInput(
             "--heartbeat-secs must be shorter than --lease-secs".into()

@@ -23,7 +23,9 @@
 //! Long because the run loop, its outage handling and provenance share the
 //! `Worker` state; the outage bookkeeping and provenance are the seams to split next.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -46,6 +48,7 @@ mod breaker;
 pub mod command;
 mod execution;
 mod files;
+pub mod health;
 pub mod summary;
 mod training;
 
@@ -68,7 +71,12 @@ pub enum WorkerError {
         "the last {count} jobs failed for reasons of this machine, not theirs (last: {last}); \
          stopping so that a sound worker takes them"
     )]
-    Broken { count: u32, last: String },
+    Broken {
+        count: u32,
+        last: String,
+    },
+    #[error(transparent)]
+    Health(#[from] health::HealthError),
     #[error("the store failed {count} times in a row; giving up")]
     StoreUnavailable {
         count: u32,
@@ -78,9 +86,10 @@ pub enum WorkerError {
 }
 
 impl WorkerError {
-    /// The user's input is wrong (a device this host lacks), not the machine.
+    /// The user's input is wrong (a device this host lacks, a health address taken),
+    /// not the machine.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, WorkerError::Device(_))
+        matches!(self, WorkerError::Device(_) | WorkerError::Health(_))
     }
 }
 
@@ -121,6 +130,8 @@ pub struct WorkerConfig {
     /// Seconds added to this machine's clock, for the worker's own notion of the
     /// time only (tests of a skewed clock); leases never read it.
     pub clock_skew_secs: f64,
+    /// Where to answer liveness probes (`GET /healthz`); none by default.
+    pub health_addr: Option<SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -142,6 +153,7 @@ impl WorkerConfig {
             cache_dir: None,
             data_root: None,
             clock_skew_secs: 0.0,
+            health_addr: None,
         }
     }
 
@@ -255,6 +267,12 @@ pub async fn run_with_kill(
         .device
         .check(gpu_count, || crate::devices::describe().found())?;
     crate::train::device::quiet_training_panics();
+    // Bound before anything is claimed: a taken address stops the worker at once.
+    let health = Arc::new(health::Health::new(config.poll.max(config.heartbeat)));
+    let health_server = match config.health_addr {
+        Some(addr) => Some(health::Server::start(addr, Arc::clone(&health)).await?),
+        None => None,
+    };
     let storage = Storage::open(&config.artifacts, config.scratch.as_deref())?;
     let cache_dir = match &config.cache_dir {
         Some(dir) => absolute(dir),
@@ -302,6 +320,7 @@ pub async fn run_with_kill(
         shutdown: shutdown.clone(),
         outage: std::sync::Mutex::new(Outage::default()),
         breaker: std::sync::Mutex::new(Breaker::default()),
+        health,
     };
     tracing::info!(
         worker = %worker.info.name,
@@ -313,6 +332,9 @@ pub async fn run_with_kill(
         "worker started"
     );
     let summary = worker.run_loop(&shutdown).await;
+    if let Some(server) = health_server {
+        server.stop().await;
+    }
     if let Err(error) = worker.store.stop_worker(&worker.info.id).await {
         tracing::warn!(%error, "cannot mark the worker stopped");
     }
@@ -406,6 +428,8 @@ struct Worker {
     breaker: std::sync::Mutex<Breaker>,
     /// This worker's part of every attempt's provenance; the dataset is added per job.
     provenance: Provenance,
+    /// Beaten by the loop, tripped by what decides the worker cannot go on.
+    health: Arc<health::Health>,
 }
 
 /// The code, libtorch and device this worker runs attempts with.
@@ -451,6 +475,7 @@ impl Worker {
         let mut failing_since: Option<Instant> = None;
         let mut next_reap = Instant::now();
         loop {
+            self.health.beat();
             if shutdown.is_cancelled() || self.kill.is_cancelled() {
                 return Ok(summary);
             }
@@ -470,7 +495,10 @@ impl Worker {
                         breaker.tripped(self.config.max_infra_failures)
                     });
                     if let Some(Tripped { count, last }) = tripped {
-                        return Err(WorkerError::Broken { count, last });
+                        let broken = WorkerError::Broken { count, last };
+                        // Probes fail for as long as the process takes to end.
+                        self.health.trip(broken.to_string());
+                        return Err(broken);
                     }
                 }
                 Ok(false) => return Ok(summary),
@@ -631,6 +659,7 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick(), if stop != Some(StopReason::Lost) => {
+                    self.health.beat();
                     // While the store is away one failed call per tick is enough.
                     if self.flush(job, &mut metrics, &mut stop, &execution).await
                         && self.renew(job, step, &mut stop, &execution).await
@@ -1052,6 +1081,7 @@ impl Worker {
                 return Err(error);
             }
             self.store_failed(&format!("job {}: {what}", job.id), &error);
+            self.health.beat();
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = self.kill.cancelled() => {}

@@ -43,5 +43,6 @@ mod train_downstream;
 mod train_pretext;
 mod train_resume;
 mod train_science;
+mod worker_health;
 mod worker_infra;
 mod worker_signals;
