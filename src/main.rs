@@ -849,12 +849,16 @@ async fn status(db: &str, args: StatusArgs) -> anyhow::Result<()> {
         table.push(row);
     }
     let running = store.running(args.sweep.as_deref()).await?;
+    let stale = store.stale_decisions(args.sweep.as_deref()).await?;
     if matches!(args.format.format, OutputFormat::Json) {
         let running: Vec<Value> = running.iter().map(|r| json!(r)).collect();
         let counts: Value = serde_json::from_str(&table.to_json())?;
+        let stale: Value = serde_json::from_str(&stale.to_json())?;
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"stages": counts, "running": running}))?
+            serde_json::to_string_pretty(
+                &json!({"stages": counts, "running": running, "stale_decisions": stale})
+            )?
         );
         return Ok(());
     }
@@ -889,6 +893,10 @@ async fn status(db: &str, args: StatusArgs) -> anyhow::Result<()> {
         }
         println!();
         print_table(&jobs, args.format.format);
+    }
+    if !stale.rows.is_empty() {
+        println!();
+        print_table(&stale, args.format.format);
     }
     Ok(())
 }

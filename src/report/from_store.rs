@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::model::{DecisionRecord, JobRecord, JobState, ReportInput, StageInfo};
+use super::model::{DecisionRecord, JobRecord, JobState, ReportInput, StageInfo, StaleMark};
 use super::{parse_import_csv, ImportIssue, ReportError, ReportResult};
 use crate::store::{self, Store};
 use crate::sweep::{expand, JobSpec, Spec, StageKind};
@@ -237,11 +237,17 @@ fn decision_record(row: store::PromotionRow) -> DecisionRecord {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    let stale = row.stale.map(|stale| StaleMark {
+        reason: stale.reason,
+        winners: stale.outcome.winners.iter().map(|w| w.job_id).collect(),
+    });
     DecisionRecord {
         selection: row.selection,
         group: row.group,
         winners,
         rule,
         detail: row.decision,
+        revision: row.revision,
+        stale,
     }
 }

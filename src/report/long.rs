@@ -151,6 +151,11 @@ pub fn json(input: &ReportInput) -> Value {
                 "rule": decision.rule,
                 "winners": decision.winners.iter().map(|id| json!({"id": id, "model": names.name(*id)})).collect::<Vec<_>>(),
                 "detail": decision.detail,
+                "revision": decision.revision,
+                "stale": decision.stale.as_ref().map(|stale| json!({
+                    "reason": stale.reason,
+                    "picks_now": stale.winners.iter().map(|id| json!({"id": id, "model": names.name(*id)})).collect::<Vec<_>>(),
+                })),
             })
         })
         .collect();

@@ -476,11 +476,29 @@ fn decision_reasoning(
             unfinished.join(", ")
         );
     }
-    if unranked_now > 0 {
-        let _ = write!(
-            line,
-            "; **stale**: {unranked_now} more succeeded after the decision and were never ranked"
-        );
+    match &decision.stale {
+        Some(stale) => {
+            let picks: Vec<String> = stale
+                .winners
+                .iter()
+                .map(|id| format!("**{}**", names.name(*id)))
+                .collect();
+            let _ = write!(
+                line,
+                "; **stale**: {unranked_now} more succeeded after the decision; the rule would \
+                 now pick {} (kept: {})",
+                picks.join(", "),
+                stale.reason
+            );
+        }
+        None if unranked_now > 0 => {
+            let _ = write!(
+                line,
+                "; **stale**: {unranked_now} more succeeded after the decision and were never \
+                 ranked"
+            );
+        }
+        None => {}
     }
     if winner_jobs.is_empty() {
         line.push_str("; no winner yet.");

@@ -25,7 +25,7 @@ pub use format::{chance_level, model_backbone, model_name, pretty_backbone};
 pub use import::{parse_import_csv, ImportIssue, ImportRow};
 pub use long::{csv, json};
 pub use markdown::markdown;
-pub use model::{DecisionRecord, JobRecord, JobState, ReportInput, StageInfo};
+pub use model::{DecisionRecord, JobRecord, JobState, ReportInput, StageInfo, StaleMark};
 pub use plot::plots;
 
 /// Why a report, a plot or an import could not be made.

@@ -145,4 +145,24 @@ pub struct DecisionRecord {
     /// length is the number of candidates compared; otherwise the report counts the
     /// group's jobs in the winners' stage.
     pub detail: Value,
+    /// 1 for a first decision, one more each time the group was decided again.
+    #[serde(default = "first_revision")]
+    pub revision: i32,
+    /// Set when the rule now picks other winners but the decision was kept.
+    #[serde(default)]
+    pub stale: Option<StaleMark>,
+}
+
+fn first_revision() -> i32 {
+    1
+}
+
+/// A decision kept although its rule picks otherwise now, because downstream jobs of
+/// the winners it would replace had started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StaleMark {
+    /// Why the decision was kept.
+    pub reason: String,
+    /// What the rule picks now, best first.
+    pub winners: Vec<Uuid>,
 }

@@ -19,10 +19,18 @@ pub struct ModelNames<'a> {
 impl<'a> ModelNames<'a> {
     pub fn new(input: &'a ReportInput) -> Self {
         let mut winners: Vec<Uuid> = Vec::new();
+        // The winners the rules of stale decisions pick now come last, and are named
+        // like winners: the report names them next to the ones kept.
+        let picked_now = input
+            .decisions
+            .iter()
+            .flat_map(|decision| decision.stale.iter())
+            .flat_map(|stale| stale.winners.iter());
         for id in input
             .decisions
             .iter()
             .flat_map(|decision| decision.winners.iter())
+            .chain(picked_now)
         {
             if !winners.contains(id) {
                 winners.push(*id);

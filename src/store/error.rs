@@ -55,6 +55,13 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the stored decision of selection {selection:?} in sweep {sweep:?} cannot be read")]
+    BadDecision {
+        sweep: String,
+        selection: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// `sweeper query` got SQL that may do more than read: refused before it ran.
     #[error("sweeper query runs one statement that only reads: {reason}")]
     Refused { reason: String },

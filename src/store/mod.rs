@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
@@ -32,12 +32,14 @@ use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use crate::redact::redact_url;
+use crate::sweep::select::Outcome;
 use crate::sweep::{Params, StageKind};
 
 pub mod bench;
 mod error;
 mod failure;
 mod id;
+mod promotion;
 pub mod query;
 mod queue;
 mod read;
@@ -600,7 +602,9 @@ pub struct MetricRow {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// A selection's decision for one group, made when the group's last job finished.
+/// A selection's decision in force for one group: made when the group's last job
+/// finished, re-made when candidates succeeded after it and its downstream jobs had
+/// not started.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PromotionRow {
     pub sweep: String,
@@ -609,7 +613,41 @@ pub struct PromotionRow {
     pub group: Params,
     /// The [`crate::sweep::select::Outcome`] as JSON.
     pub decision: Value,
+    /// 1 for the first decision, one more each time it was re-made.
+    pub revision: i32,
+    /// Set when the group changed but the decision could not be re-made.
+    pub stale: Option<Stale>,
+    /// When the group was first decided.
     pub created_at: DateTime<Utc>,
+    /// When this revision was.
+    pub decided_at: DateTime<Utc>,
+}
+
+/// Why a decision no longer is what its rule picks from the group, and what it
+/// picks now: kept because downstream jobs of the winners it would drop had started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stale {
+    pub reason: String,
+    /// The rule's decision over the group as it is now, never applied.
+    pub outcome: Outcome,
+}
+
+/// A decision that a later revision replaced, kept for the record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SupersededPromotion {
+    pub sweep: String,
+    pub selection: String,
+    pub group: Params,
+    pub revision: i32,
+    /// The [`crate::sweep::select::Outcome`] as JSON.
+    pub decision: Value,
+    pub decided_at: DateTime<Utc>,
+    pub superseded_at: DateTime<Utc>,
+    /// Why the next revision was made.
+    pub reason: String,
+    /// The queued, never claimed downstream jobs the next revision deleted:
+    /// `[{id, stage, key, params, parent_job_id}]`.
+    pub removed_jobs: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,8 +1,9 @@
 //! The queue's writes: submit, claim, heartbeat, fenced writes, finish, release, the
-//! reaper, cancel, retry, worker registration and stage promotion.
+//! reaper, cancel, retry and worker registration. Stage promotion, which the writes
+//! that end a job run in their transaction, lives in [`super::promotion`].
 //!
-//! Long because claims, fencing, promotion and versions share one transaction
-//! helper; promotion and sweep versions are the seams to split next.
+//! Long because claims, fencing and versions share one transaction helper; sweep
+//! versions are the seam to split next.
 
 use std::time::Duration;
 
@@ -18,8 +19,7 @@ use super::{
     WorkerInfo, Write,
 };
 use crate::provenance::Provenance;
-use crate::sweep::select::{self, Candidate, CandidateState, Decision};
-use crate::sweep::{expand, version, JobSpec, Params, Spec};
+use crate::sweep::{version, JobSpec, Params, Spec};
 
 impl Store {
     /// Stores the sweep (its text, hash and checked spec) and adds the jobs whose key
@@ -847,7 +847,7 @@ impl Conn<'_> {
     }
 
     /// Inserts a queued job unless its key is stored; true when inserted.
-    async fn insert_job(
+    pub(super) async fn insert_job(
         &mut self,
         sweep: &str,
         job: &JobSpec,
@@ -946,195 +946,6 @@ impl Conn<'_> {
         })
         .transpose()
     }
-
-    /// Runs the selections that rank `stage` for the group of a job of that stage that
-    /// just ended: when the group is decided, records the decision once and queues the
-    /// downstream jobs of each winner.
-    async fn promote(&mut self, sweep: &str, stage: &str, params: &Params) -> StoreResult<()> {
-        let Some(spec) = self.sweep_spec(sweep).await? else {
-            return Ok(());
-        };
-        for selection in spec.selections.iter().filter(|s| s.from == stage) {
-            let group = select::group_of(selection, params);
-            let group_key = Value::Object(group.clone()).to_string();
-            self.lock_group(sweep, &selection.name, &group_key).await?;
-            if self.promoted(sweep, &selection.name, &group_key).await? {
-                continue;
-            }
-            let mut candidates: Vec<Candidate> = self
-                .candidates(sweep, stage)
-                .await?
-                .into_iter()
-                .filter(|c| select::group_of(selection, &c.params) == group)
-                .collect();
-            // A cell of the sweep that is not stored yet (an import of part of a grid
-            // that `submit` completes later) is still to run: the group is not done.
-            // Jobs stored under keys of their own (not from this spec's grid) are the
-            // whole group.
-            let stored: std::collections::HashSet<String> =
-                candidates.iter().map(|c| c.key.clone()).collect();
-            let cells: Vec<JobSpec> = expand::expand(&spec)
-                .into_iter()
-                .filter(|cell| cell.stage == stage)
-                .collect();
-            let from_grid = cells.iter().any(|cell| stored.contains(&cell.key));
-            let unstored: Vec<Candidate> = cells
-                .into_iter()
-                .filter(|cell| from_grid && !stored.contains(&cell.key))
-                .filter(|cell| select::group_of(selection, &cell.params) == group)
-                .map(|cell| Candidate {
-                    job_id: Uuid::nil(),
-                    key: cell.key,
-                    params: cell.params,
-                    state: CandidateState::Pending,
-                    result: None,
-                })
-                .collect();
-            candidates.extend(unstored);
-            let outcome = match select::decide(selection, &candidates) {
-                Decision::Waiting { reason } => {
-                    tracing::debug!(sweep, selection = %selection.name, group = %group_key, %reason, "waiting");
-                    continue;
-                }
-                Decision::Ready(outcome) => outcome,
-            };
-            let decision =
-                serde_json::to_value(&outcome).map_err(|source| StoreError::BadSpec {
-                    sweep: sweep.to_owned(),
-                    source,
-                })?;
-            if !self
-                .insert_promotion(sweep, &selection.name, &group_key, &decision)
-                .await?
-            {
-                continue;
-            }
-            let mut queued = 0;
-            for winner in &outcome.winners {
-                for job in expand::downstream(&spec, &selection.name, winner) {
-                    queued += u64::from(self.insert_job(sweep, &job, Some(winner.job_id)).await?);
-                }
-            }
-            tracing::info!(
-                sweep,
-                selection = %selection.name,
-                group = %group_key,
-                winners = outcome.winners.len(),
-                queued,
-                "promoted"
-            );
-        }
-        Ok(())
-    }
-
-    /// Serialises promotion of one group across Postgres transactions (SQLite's write
-    /// transactions are serial already): without it two workers finishing a group's last
-    /// two jobs at once would each see the other's job unfinished.
-    async fn lock_group(
-        &mut self,
-        sweep: &str,
-        selection: &str,
-        group_key: &str,
-    ) -> StoreResult<()> {
-        if let Conn::Postgres(c) = self {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(format!(
-                    "sweeper promotion\u{1f}{sweep}\u{1f}{selection}\u{1f}{group_key}"
-                ))
-                .execute(&mut **c)
-                .await
-                .context("cannot lock a selection group")?;
-        }
-        Ok(())
-    }
-
-    async fn promoted(
-        &mut self,
-        sweep: &str,
-        selection: &str,
-        group_key: &str,
-    ) -> StoreResult<bool> {
-        on_conn!(self, |c, _b| {
-            let found: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM promotions WHERE sweep = $1 AND selection = $2 AND group_key = $3",
-            )
-            .bind(sweep)
-            .bind(selection)
-            .bind(group_key)
-            .fetch_one(&mut *c)
-            .await
-            .context("cannot read promotions")?;
-            Ok(found > 0)
-        })
-    }
-
-    /// Records a decision; false when the group was promoted already.
-    async fn insert_promotion(
-        &mut self,
-        sweep: &str,
-        selection: &str,
-        group_key: &str,
-        decision: &Value,
-    ) -> StoreResult<bool> {
-        on_conn!(self, |c, _b| {
-            let done = sqlx::query(
-                "INSERT INTO promotions (sweep, selection, group_key, decision) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(sweep)
-            .bind(selection)
-            .bind(group_key)
-            .bind(Json(decision))
-            .execute(&mut *c)
-            .await
-            .context("cannot record a promotion")?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
-    async fn candidates(&mut self, sweep: &str, stage: &str) -> StoreResult<Vec<Candidate>> {
-        on_conn!(self, |c, _b| {
-            let rows = sqlx::query(
-                "SELECT id, key, params, state, result FROM jobs WHERE sweep = $1 AND stage = $2 \
-                 ORDER BY id",
-            )
-            .bind(sweep)
-            .bind(stage)
-            .fetch_all(&mut *c)
-            .await
-            .context("cannot read a stage's jobs")?;
-            rows.iter()
-                .map(decode_candidate)
-                .collect::<Result<Vec<_>, _>>()
-                .context("cannot read a stage's jobs")
-        })
-    }
-}
-
-fn decode_candidate<R>(row: &R) -> Result<Candidate, sqlx::Error>
-where
-    R: sqlx::Row,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Id: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Json<Params>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<Json<Value>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-{
-    let state: String = row.try_get("state")?;
-    Ok(Candidate {
-        job_id: row.try_get::<Id, _>("id")?.0,
-        key: row.try_get("key")?,
-        params: row.try_get::<Json<Params>, _>("params")?.0,
-        state: match JobState::parse(&state) {
-            Some(JobState::Succeeded) => CandidateState::Succeeded,
-            Some(JobState::Failed) => CandidateState::Failed,
-            Some(JobState::Cancelled) => CandidateState::Cancelled,
-            _ => CandidateState::Pending,
-        },
-        result: row
-            .try_get::<Option<Json<Value>>, _>("result")?
-            .map(|json| json.0),
-    })
 }
 
 impl Store {

@@ -1,17 +1,19 @@
 //! The store's reads: what `status`, `jobs`, `workers` and the report show.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::types::Json;
 use sqlx::Row as _;
 use uuid::Uuid;
 
 use super::error::Context as _;
+use super::table::Table;
 use super::{
     on_conn, FailureKind, Id, IdPrefix, JobFilter, JobProvenance, JobRow, JobState, MetricRow,
-    PromotionRow, RunningRow, StageCount, Store, StoreResult, WorkerRow,
+    PromotionRow, RunningRow, StageCount, Store, StoreResult, SupersededPromotion, WorkerRow,
 };
 use crate::provenance::Provenance;
+use crate::sweep::select::Outcome;
 use crate::sweep::{Params, Spec};
 
 const JOB_COLUMNS: &str = "id, sweep, stage, kind, key, params, state, priority, attempt, \
@@ -171,14 +173,49 @@ impl Store {
         })
     }
 
-    /// Every promotion of a sweep, oldest first.
+    /// Every promotion of a sweep (the decision in force per group), oldest first.
     pub async fn promotions(&self, sweep: &str) -> StoreResult<Vec<PromotionRow>> {
+        self.promotion_rows(Some(sweep)).await
+    }
+
+    /// The decisions marked stale (of one sweep, or all) as `status` shows them: the
+    /// group, the winners in force, the ones the rule picks now, and why the decision
+    /// was kept.
+    pub async fn stale_decisions(&self, sweep: Option<&str>) -> StoreResult<Table> {
+        let mut table = Table::new([
+            "stale decision",
+            "group",
+            "revision",
+            "winners",
+            "rule picks now",
+            "kept because",
+        ]);
+        for row in self.promotion_rows(sweep).await? {
+            let Some(stale) = &row.stale else { continue };
+            let winners = serde_json::from_value::<Outcome>(row.decision.clone())
+                .map(|outcome| winner_list(&outcome))
+                .unwrap_or_default();
+            table.push(vec![
+                json!(format!("{}/{}", row.sweep, row.selection)),
+                json!(group_text(&row.group)),
+                json!(row.revision),
+                json!(winners),
+                json!(winner_list(&stale.outcome)),
+                json!(stale.reason),
+            ]);
+        }
+        Ok(table)
+    }
+
+    async fn promotion_rows(&self, sweep: Option<&str>) -> StoreResult<Vec<PromotionRow>> {
         let mut pooled = self.acquire().await?;
         let mut conn = pooled.conn();
         on_conn!(&mut conn, |c, _b| {
             let rows = sqlx::query(
-                "SELECT sweep, selection, group_key, decision, created_at FROM promotions \
-                 WHERE sweep = $1 ORDER BY created_at, selection, group_key",
+                "SELECT sweep, selection, group_key, decision, revision, stale, created_at, \
+                     COALESCE(decided_at, created_at) AS decided_at FROM promotions \
+                 WHERE ($1 IS NULL OR sweep = $1) \
+                 ORDER BY sweep, created_at, selection, group_key",
             )
             .bind(sweep)
             .fetch_all(&mut *c)
@@ -186,22 +223,63 @@ impl Store {
             .context("cannot read promotions")?;
             rows.iter()
                 .map(|row| -> Result<PromotionRow, sqlx::Error> {
-                    let group_key: String = row.try_get("group_key")?;
+                    let stale = row
+                        .try_get::<Option<Json<Value>>, _>("stale")?
+                        .map(|Json(stale)| serde_json::from_value(stale))
+                        .transpose()
+                        .map_err(|e| sqlx::Error::ColumnDecode {
+                            index: "stale".into(),
+                            source: e.into(),
+                        })?;
                     Ok(PromotionRow {
                         sweep: row.try_get("sweep")?,
                         selection: row.try_get("selection")?,
-                        group: serde_json::from_str(&group_key).map_err(|e| {
-                            sqlx::Error::ColumnDecode {
-                                index: "group_key".into(),
-                                source: e.into(),
-                            }
-                        })?,
+                        group: decode_group(row.try_get("group_key")?)?,
                         decision: row.try_get::<Json<Value>, _>("decision")?.0,
+                        revision: row.try_get("revision")?,
+                        stale,
                         created_at: row.try_get("created_at")?,
+                        decided_at: row.try_get("decided_at")?,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .context("cannot read promotions")
+        })
+    }
+
+    /// The decisions of a sweep that later revisions replaced, in the order they were.
+    pub async fn superseded_promotions(
+        &self,
+        sweep: &str,
+    ) -> StoreResult<Vec<SupersededPromotion>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, _b| {
+            let rows = sqlx::query(
+                "SELECT sweep, selection, group_key, revision, decision, decided_at, \
+                     superseded_at, reason, removed_jobs FROM superseded_promotions \
+                 WHERE sweep = $1 ORDER BY superseded_at, selection, group_key, revision",
+            )
+            .bind(sweep)
+            .fetch_all(&mut *c)
+            .await
+            .context("cannot read superseded decisions")?;
+            rows.iter()
+                .map(|row| -> Result<SupersededPromotion, sqlx::Error> {
+                    Ok(SupersededPromotion {
+                        sweep: row.try_get("sweep")?,
+                        selection: row.try_get("selection")?,
+                        group: decode_group(row.try_get("group_key")?)?,
+                        revision: row.try_get("revision")?,
+                        decision: row.try_get::<Json<Value>, _>("decision")?.0,
+                        decided_at: row.try_get("decided_at")?,
+                        superseded_at: row.try_get("superseded_at")?,
+                        reason: row.try_get("reason")?,
+                        removed_jobs: row.try_get::<Json<Value>, _>("removed_jobs")?.0,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot read superseded decisions")
         })
     }
 
@@ -432,4 +510,55 @@ where
         value: row.try_get("value")?,
         recorded_at: row.try_get("recorded_at")?,
     })
+}
+
+/// A stored group key (canonical JSON) as parameters.
+fn decode_group(key: String) -> Result<Params, sqlx::Error> {
+    serde_json::from_str(&key).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "group_key".into(),
+        source: e.into(),
+    })
+}
+
+/// `backbone = resnet50`, or `all` for a selection without `per`.
+fn group_text(group: &Params) -> String {
+    if group.is_empty() {
+        return "all".to_owned();
+    }
+    let parts: Vec<String> = group
+        .iter()
+        .map(|(name, value)| match value {
+            Value::String(text) => format!("{name} = {text}"),
+            other => format!("{name} = {other}"),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// `0190… (loss = 1.5), 0190… (loss = 2)`: each winner's id and the values it was
+/// ranked on.
+fn winner_list(outcome: &Outcome) -> String {
+    let parts: Vec<String> = outcome
+        .winners
+        .iter()
+        .map(|winner| {
+            let values: Vec<String> = outcome
+                .ranked
+                .iter()
+                .find(|c| c.job_id == winner.job_id)
+                .map(|c| {
+                    c.values
+                        .iter()
+                        .map(|(field, value)| format!("{field} = {value}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if values.is_empty() {
+                winner.job_id.to_string()
+            } else {
+                format!("{} ({})", winner.job_id, values.join(", "))
+            }
+        })
+        .collect();
+    parts.join(", ")
 }

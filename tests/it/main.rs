@@ -37,6 +37,7 @@ mod store_outage;
 mod store_readonly;
 mod store_reaper;
 mod submit_params;
+mod sweep_redecide;
 mod sweep_select;
 mod sweep_spec;
 mod train_downstream;

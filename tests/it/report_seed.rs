@@ -261,6 +261,8 @@ fn report_shows_the_rules_winners_and_the_downstream_tables() {
             winners: vec![winner.id],
             rule: "max batch_size, then min loss, top 1".into(),
             detail: json!({}),
+            revision: 1,
+            stale: None,
         });
     }
     for (stage, kind, file, lr, patience) in [

@@ -337,6 +337,8 @@ pub fn demo_input() -> sweeper::report::ReportInput {
             winners: vec![Uuid::from_u128(7)],
             rule: "max batch_size, then min loss, top 1".into(),
             detail: json!({ "on_failure": "promote" }),
+            revision: 1,
+            stale: None,
         },
         DecisionRecord {
             selection: "winners".into(),
@@ -344,6 +346,8 @@ pub fn demo_input() -> sweeper::report::ReportInput {
             winners: vec![Uuid::from_u128(17)],
             rule: "max batch_size, then min loss, top 1".into(),
             detail: json!({ "on_failure": "promote" }),
+            revision: 1,
+            stale: None,
         },
     ];
     let downstream_params = |batch: i64, lr: f64, seed: i64| {
