@@ -169,8 +169,11 @@ fn a_refused_connection_fails_at_once_and_says_so() {
             stderr.to_lowercase().contains("connection refused"),
             "{command:?}: {stderr}"
         );
+        // The message is the check: a connection that waited for its timeout says
+        // "timed out". The bound only catches a wait far beyond any start-up on a
+        // loaded machine (libtorch alone can take seconds to load there).
         assert!(!stderr.contains("timed out"), "{command:?}: {stderr}");
-        assert!(took < Duration::from_secs(4), "{command:?} took {took:?}");
+        assert!(took < Duration::from_secs(30), "{command:?} took {took:?}");
     }
 }
 
