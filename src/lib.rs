@@ -33,16 +33,24 @@
 //! - [`provenance`]: what produced each attempt's numbers (code, libtorch, device,
 //!   host, dataset fingerprint), stored with the attempt and summarised by `report`.
 //! - [`report`]: the study's tables (Markdown like the seed report, CSV, JSON), CSV
-//!   import of results run elsewhere, and plots.
+//!   import of results run elsewhere (sweep file and rows, checked before anything is
+//!   written), and plots.
+//! - [`status`]: what `status`, `jobs` and `workers` show, computed from the store's
+//!   rows, and when a registered worker counts as live.
 //!
-//! `src/main.rs` is only the command line: it parses arguments, sets up tracing and
-//! calls into these modules.
+//! The command line is the binary's: `src/main.rs` parses arguments, sets up tracing,
+//! runs the command and maps its error to an exit status; `src/cli/` holds the clap
+//! argument structs and one file per command family (`submit`, `status`, `report`,
+//! `worker`, `train`). Its handlers read flags, call these modules and print; what
+//! they compute (a standalone training job's plan in [`train::plan`], the queue
+//! benchmark in [`store::bench`]) lives here.
 
 pub mod artifacts;
 pub mod devices;
 pub mod provenance;
 pub mod redact;
 pub mod report;
+pub mod status;
 pub mod store;
 pub mod sweep;
 pub mod train;

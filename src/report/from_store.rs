@@ -1,9 +1,10 @@
 //! The bridge between the store and the report: fills a [`ReportInput`] from what the
-//! store holds, and turns parsed import rows into succeeded jobs. The renderers never
-//! touch the store; this file is the only one here that does.
+//! store holds, and turns parsed import rows into succeeded jobs ([`import_file`]: the
+//! whole `import` command, sweep file included). The renderers never touch the store;
+//! this file is the only one here that does.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -11,7 +12,7 @@ use uuid::Uuid;
 use super::model::{DecisionRecord, JobRecord, JobState, ReportInput, StageInfo, StaleMark};
 use super::{parse_import_csv, ImportIssue, ReportError, ReportResult};
 use crate::store::{self, Store};
-use crate::sweep::{expand, JobSpec, Spec, StageKind};
+use crate::sweep::{self, expand, JobSpec, Spec, StageKind};
 
 /// Everything the report of `sweep` shows, read from the store.
 pub async fn load(store: &Store, sweep: &str) -> ReportResult<ReportInput> {
@@ -65,6 +66,71 @@ pub struct ImportSummary {
     pub imported: usize,
     /// Rows whose cell already ran or is running here; left as they were.
     pub kept: usize,
+}
+
+/// What `sweeper import` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// The CSV: a header of axis names and metric names, one grid cell per row.
+    pub file: PathBuf,
+    pub sweep: String,
+    /// The stage whose grid cells the rows are.
+    pub stage: String,
+    /// The sweep file, stored first when the store does not hold the sweep yet (no
+    /// job is queued: `submit` later adds only the cells not imported).
+    pub sweep_file: Option<PathBuf>,
+    /// Replaces the sweep file's data root.
+    pub data_root: Option<PathBuf>,
+}
+
+/// Reads an import file before anything touches the store.
+pub fn read_import_file(path: &Path) -> ReportResult<String> {
+    std::fs::read_to_string(path).map_err(|error| ReportError::Read {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+/// Imports `text`, the contents of `request.file`: takes the sweep from the store or
+/// from `request.sweep_file`, checks every row against the stage's grid, and only
+/// then stores the sweep (when new) and the rows. A refused row or a sweep file that
+/// names another sweep leaves the store as it was.
+pub async fn import_file(
+    store: &Store,
+    request: &ImportRequest,
+    text: &str,
+) -> ReportResult<ImportSummary> {
+    let stored = store.spec(&request.sweep).await?;
+    let (spec, new_sweep) = match (&request.sweep_file, stored) {
+        (Some(file), stored) => {
+            // Imported results were trained elsewhere: the data need not be here.
+            let overrides = sweep::Overrides {
+                data_root: request.data_root.clone(),
+                ..sweep::Overrides::default()
+            };
+            let loaded = sweep::load_file(file, &overrides)?;
+            if loaded.spec.name != request.sweep {
+                return Err(ReportError::OtherSweep {
+                    file: file.clone(),
+                    defines: loaded.spec.name,
+                    wanted: request.sweep.clone(),
+                });
+            }
+            match stored {
+                Some(_) => (loaded.spec, None),
+                None => (loaded.spec.clone(), Some(loaded)),
+            }
+        }
+        (None, Some(spec)) => (spec, None),
+        (None, None) => return Err(ReportError::SweepNotStored(request.sweep.clone())),
+    };
+    let rows = import_rows(&spec, &request.stage, text, &request.file)?;
+    if let Some(loaded) = new_sweep {
+        store
+            .submit(&loaded.spec, &loaded.text, &loaded.hash, &[])
+            .await?;
+    }
+    import_checked(store, &spec, rows, &request.file).await
 }
 
 /// Records the rows of an import file as succeeded jobs of `stage`. Each row must name

@@ -28,6 +28,27 @@ pub use markdown::markdown;
 pub use model::{DecisionRecord, JobRecord, JobState, ReportInput, StageInfo, StaleMark};
 pub use plot::plots;
 
+/// How `report` prints a study: `--format md|csv|json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    // Plain comments: clap would print doc comments in `--help`. `md` is laid out
+    // like the seed report; `csv` and `json` list every job, long form.
+    #[default]
+    Md,
+    Csv,
+    Json,
+}
+
+/// The study in `format`, as `report` prints it.
+pub fn render(input: &ReportInput, format: Format) -> String {
+    match format {
+        Format::Md => markdown(input),
+        Format::Csv => csv(input),
+        // `{:#}` is serde_json's pretty form.
+        Format::Json => format!("{:#}\n", json(input)),
+    }
+}
+
 /// Why a report, a plot or an import could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -49,6 +70,22 @@ pub enum ReportError {
     Font,
     #[error("no sweep named {0:?} in the store")]
     UnknownSweep(String),
+    /// Not a `#[source]`: the message already ends with the error's text.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Sweep(#[from] crate::sweep::SweepError),
+    #[error("{file} defines sweep {defines:?}, not {wanted:?}")]
+    OtherSweep {
+        file: PathBuf,
+        defines: String,
+        wanted: String,
+    },
+    #[error("no sweep named {0:?} in the store; pass --sweep-file to store it")]
+    SweepNotStored(String),
     #[error("sweep {sweep} has no stage named {stage:?}")]
     UnknownStage { sweep: String, stage: String },
     #[error(transparent)]
@@ -60,6 +97,10 @@ impl ReportError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             ReportError::Import { .. }
+            | ReportError::Read { .. }
+            | ReportError::Sweep(_)
+            | ReportError::OtherSweep { .. }
+            | ReportError::SweepNotStored(_)
             | ReportError::UnknownSweep(_)
             | ReportError::UnknownStage { .. } => true,
             ReportError::Store(error) => error.is_bad_input(),

@@ -2,14 +2,19 @@
 //!
 //! Each "worker" is a task with its own connection that claims a job and marks it
 //! succeeded until the queue is empty; the figure is jobs per second of wall time.
+//! [`run_queue_bench`] runs the whole command: a fresh SQLite file, optionally a
+//! Postgres database, each worker count, and the same loop in Python's sqlite3 for
+//! comparison.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::{Backend, Finish, Store, StoreResult};
+use super::table::Table;
+use super::{Backend, Finish, Store, StoreError, StoreResult};
 use crate::sweep::{JobSpec, Spec, StageKind, StageSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,6 +29,129 @@ impl BenchFigure {
     pub fn jobs_per_second(&self) -> f64 {
         self.jobs as f64 / self.seconds
     }
+}
+
+/// What `sweeper bench queue` runs.
+#[derive(Debug, Clone)]
+pub struct QueueBench {
+    /// Jobs per run.
+    pub jobs: usize,
+    /// One run per worker count.
+    pub workers: Vec<usize>,
+    /// A Postgres database to run against too (a new SQLite file always is).
+    pub postgres: Option<String>,
+    /// A Python interpreter to time `benches/queue_reference.py` with, on SQLite.
+    pub reference_python: Option<PathBuf>,
+}
+
+/// Why a queue benchmark did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot run {script}: {error}")]
+    RunReference {
+        script: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{script} failed: {stderr}")]
+    ReferenceFailed { script: PathBuf, stderr: String },
+    #[error("{script} printed no JSON: {error}")]
+    ReferenceOutput {
+        script: PathBuf,
+        error: serde_json::Error,
+    },
+    #[error("{script} printed no jobs_per_second")]
+    ReferenceRate { script: PathBuf },
+}
+
+impl BenchError {
+    /// The user's input is at fault (a database URL), not the system.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, BenchError::Store(error) if error.is_bad_input())
+    }
+}
+
+/// Runs every benchmark of `bench` and returns one row per backend and worker count:
+/// jobs per second, and beside SQLite's the Python reference's rate and the ratio.
+pub async fn run_queue_bench(bench: &QueueBench) -> Result<Table, BenchError> {
+    let sqlite_path = std::env::temp_dir().join(format!("sweeper-bench-{}.db", Uuid::now_v7()));
+    let ran = bench_table(bench, &format!("sqlite://{}", sqlite_path.display())).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_path.display()));
+    }
+    ran
+}
+
+async fn bench_table(bench: &QueueBench, sqlite_url: &str) -> Result<Table, BenchError> {
+    let mut table = Table::new([
+        "backend",
+        "workers",
+        "jobs",
+        "seconds",
+        "jobs/s",
+        "python sqlite3 jobs/s",
+        "ratio",
+    ]);
+    let urls = std::iter::once(sqlite_url).chain(bench.postgres.as_deref());
+    for url in urls {
+        for &workers in &bench.workers {
+            let figure = bench_queue(url, bench.jobs, workers).await?;
+            let reference = match (&bench.reference_python, figure.backend) {
+                (Some(python), Backend::Sqlite) => {
+                    Some(python_reference(python, bench.jobs, workers).await?)
+                }
+                _ => None,
+            };
+            let rate = figure.jobs_per_second();
+            table.push(vec![
+                json!(match figure.backend {
+                    Backend::Sqlite => "sqlite",
+                    Backend::Postgres => "postgres",
+                }),
+                json!(workers),
+                json!(figure.jobs),
+                json!((figure.seconds * 1000.0).round() / 1000.0),
+                json!(rate.round()),
+                json!(reference.map(f64::round)),
+                json!(reference.map(|r| (rate / r * 10.0).round() / 10.0)),
+            ]);
+        }
+    }
+    Ok(table)
+}
+
+/// Runs benches/queue_reference.py and reads its jobs per second.
+async fn python_reference(python: &Path, jobs: usize, workers: usize) -> Result<f64, BenchError> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/queue_reference.py");
+    let output = tokio::process::Command::new(python)
+        .arg(&script)
+        .args([
+            "--jobs",
+            &jobs.to_string(),
+            "--workers",
+            &workers.to_string(),
+        ])
+        .output()
+        .await
+        .map_err(|error| BenchError::RunReference {
+            script: script.clone(),
+            error,
+        })?;
+    if !output.status.success() {
+        return Err(BenchError::ReferenceFailed {
+            script,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    let report: Value =
+        serde_json::from_slice(&output.stdout).map_err(|error| BenchError::ReferenceOutput {
+            script: script.clone(),
+            error,
+        })?;
+    report["jobs_per_second"]
+        .as_f64()
+        .ok_or(BenchError::ReferenceRate { script })
 }
 
 /// Submits `jobs` trivial jobs to a new sweep and times `workers` concurrent claim +

@@ -9,10 +9,11 @@ pub struct Table {
     pub rows: Vec<Vec<Value>>,
 }
 
-/// How a table is printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a table is printed; the command line's `--format table|csv|json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
     #[default]
+    #[value(name = "table")]
     Text,
     Csv,
     Json,
@@ -106,8 +107,15 @@ impl Table {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// An array with one object per row.
+    /// An array with one object per row, as text.
     pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(&self.to_json_value()).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// An array with one object per row.
+    pub fn to_json_value(&self) -> Value {
         let rows: Vec<Value> = self
             .rows
             .iter()
@@ -121,9 +129,7 @@ impl Table {
                 Value::Object(object)
             })
             .collect();
-        let mut text = serde_json::to_string_pretty(&Value::Array(rows)).unwrap_or_default();
-        text.push('\n');
-        text
+        Value::Array(rows)
     }
 }
 

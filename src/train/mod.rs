@@ -12,7 +12,8 @@
 //! - [`checkpoint`]: atomic checkpoints in the job's directory, resume.
 //! - [`device`]: bf16 autocast and channels-last on CUDA; libtorch failures as errors.
 //! - [`standalone`]: one job's configuration run outside the queue with a progress
-//!   bar, and the training benchmarks.
+//!   bar, and the training benchmarks; [`plan`] builds that job from a sweep file and
+//!   the `train` command's flags.
 //!
 //! Only [`run_job`] touches the data module; the stages take decoded [`data::ImageSet`]s.
 
@@ -34,6 +35,7 @@ pub mod downstream;
 pub mod loader;
 pub mod metrics;
 pub mod optim;
+pub mod plan;
 pub mod pretext;
 pub mod schedule;
 pub mod simclr;

@@ -80,6 +80,17 @@ pub enum BenchMode {
     EndToEnd,
 }
 
+impl BenchMode {
+    /// `compute`, or `end_to_end` (also `e2e`).
+    pub fn parse(text: &str) -> Option<BenchMode> {
+        match text {
+            "compute" => Some(BenchMode::Compute),
+            "end_to_end" | "e2e" => Some(BenchMode::EndToEnd),
+            _ => None,
+        }
+    }
+}
+
 /// One benchmark's settings.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {

@@ -1,0 +1,220 @@
+//! The commands that train or measure on this machine: `train` (one job of a sweep
+//! file, outside the queue), `bench train` and `bench queue`, `devices`, `models`
+//! and `make-dataset`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use sweeper::store::bench::{self, QueueBench};
+use sweeper::store::table;
+use sweeper::train::plan::{self, StandaloneRequest};
+use sweeper::train::standalone::{BenchMode, BenchOptions};
+
+use super::{print_table, BadInput};
+
+#[derive(Debug, Args)]
+pub(super) struct DevicesArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TrainArgs {
+    /// The sweep file.
+    file: PathBuf,
+    /// The stage to take the job from (default: the first).
+    #[arg(long)]
+    stage: Option<String>,
+    /// Pick the first cell whose parameters match, e.g. `--set backbone=resnet50`;
+    /// repeatable. Any other key overrides the job's parameter.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Pretext checkpoint for linear and finetune stages.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Where checkpoints go (a rerun resumes from the newest one here).
+    #[arg(long, default_value = "train-out")]
+    out: PathBuf,
+    /// Decoded-image cache directory.
+    #[arg(long, default_value = "artifacts/cache")]
+    cache: PathBuf,
+    /// Overrides the sweep's data root.
+    #[arg(long, env = "SWEEPER_DATA_ROOT")]
+    data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct MakeDatasetArgs {
+    /// Output directory (setA/, setB/train, setB/test are created in it).
+    dir: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Side of the square images, in pixels.
+    #[arg(long, default_value_t = 64)]
+    image_size: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum BenchCommand {
+    /// Claim + complete throughput of the store, in jobs per second.
+    Queue(BenchQueueArgs),
+    /// SimCLR training throughput (images/s) of one backbone; one JSON line.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchTrainArgs {
+    #[arg(long, default_value = "resnet18")]
+    backbone: String,
+    #[arg(long, default_value_t = 32)]
+    image_size: i64,
+    #[arg(long = "batch", default_value_t = 64)]
+    batch_size: i64,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    steps: i64,
+    /// Untimed steps first.
+    #[arg(long = "warmup", default_value_t = 2)]
+    warmup_steps: i64,
+    /// `compute` (model, loss, optimizer) or `end_to_end` (with augmentation and batching).
+    #[arg(long, default_value = "compute")]
+    mode: String,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchQueueArgs {
+    /// Jobs per run.
+    #[arg(long, default_value_t = 2000)]
+    jobs: usize,
+    /// Concurrent workers, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    workers: Vec<usize>,
+    /// Also run against this Postgres database.
+    #[arg(long, env = "SWEEPER_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
+    /// Time the same loop in Python's sqlite3 (benches/queue_reference.py) with this
+    /// interpreter and print the ratio.
+    #[arg(long)]
+    reference_python: Option<PathBuf>,
+}
+
+pub(super) async fn models() -> anyhow::Result<()> {
+    let table = tokio::task::spawn_blocking(sweeper::train::backbone::models_table)
+        .await
+        .context("the model table thread failed")?;
+    print!("{table}");
+    Ok(())
+}
+
+pub(super) fn devices(args: DevicesArgs) -> anyhow::Result<()> {
+    let report = sweeper::devices::describe();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+pub(super) async fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let request = StandaloneRequest {
+        file: args.file,
+        data_root: args.data_root,
+        stage: args.stage,
+        set: args.set,
+        init: args.init,
+        device: args.device,
+        out: args.out,
+        cache: args.cache,
+    };
+    let planned = plan::plan_standalone(&request)?;
+    let job = planned.job;
+    eprintln!(
+        "training stage {} ({}) on {:?}: {}",
+        planned.stage,
+        job.kind.as_str(),
+        job.device,
+        Value::Object(job.params.clone())
+    );
+    let cancel = Arc::new(AtomicBool::new(false));
+    let on_signal = Arc::clone(&cancel);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.store(true, Ordering::SeqCst);
+        }
+    });
+    let result =
+        tokio::task::spawn_blocking(move || sweeper::train::train_standalone(&job, cancel))
+            .await
+            .context("the training thread failed")??;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
+
+pub(super) async fn make_dataset(args: MakeDatasetArgs) -> anyhow::Result<()> {
+    use sweeper::train::synth;
+    let config = synth::SynthConfig {
+        seed: args.seed,
+        image_size: args.image_size,
+        ..synth::SynthConfig::default()
+    };
+    let dir = args.dir.clone();
+    let summary = tokio::task::spawn_blocking(move || synth::generate(&dir, &config))
+        .await
+        .context("the dataset generator failed")?
+        .with_context(|| format!("cannot write the dataset into {}", args.dir.display()))?;
+    println!(
+        "{} images written to {}",
+        summary.images,
+        args.dir.display()
+    );
+    Ok(())
+}
+
+pub(super) async fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
+    let Some(mode) = BenchMode::parse(&args.mode) else {
+        bail!(BadInput(format!(
+            "--mode {:?}: use compute or end_to_end",
+            args.mode
+        )));
+    };
+    let device = sweeper::devices::parse_device(&args.device)?
+        .resolve(&[], tch::Cuda::device_count())
+        .to_tch();
+    let options = BenchOptions {
+        backbone: args.backbone,
+        image_size: args.image_size,
+        batch_size: args.batch_size,
+        steps: args.steps,
+        warmup_steps: args.warmup_steps,
+        mode,
+        device,
+    };
+    let report = tokio::task::spawn_blocking(move || sweeper::train::bench_train(&options))
+        .await
+        .context("the benchmark thread failed")??;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+pub(super) async fn bench_queue(args: BenchQueueArgs) -> anyhow::Result<()> {
+    let table = bench::run_queue_bench(&QueueBench {
+        jobs: args.jobs,
+        workers: args.workers,
+        postgres: args.postgres,
+        reference_python: args.reference_python,
+    })
+    .await?;
+    print_table(&table, table::Format::Text);
+    Ok(())
+}
