@@ -118,7 +118,7 @@ async fn jobs(store: &Store) -> Vec<JobRow> {
     store.jobs_for_report("redecide").await.unwrap()
 }
 
-fn train<'a>(jobs: &'a [JobRow], projection: i64) -> &'a JobRow {
+fn train(jobs: &[JobRow], projection: i64) -> &JobRow {
     jobs.iter()
         .find(|j| j.stage == "train" && j.params["projection_dim"] == json!(projection))
         .unwrap_or_else(|| panic!("no train job with projection {projection}: {jobs:#?}"))
