@@ -8,6 +8,10 @@
 //! [`DeviceRequest`] is the one parser of a `--device` value (`cpu`, `cuda`, `cuda:N`,
 //! `auto`), [`DeviceRequest::check`] refuses a GPU this host lacks, and
 //! [`pick_auto`] resolves `auto` to the lowest GPU no other worker of this host holds.
+//!
+//! Over 700 lines with its unit tests (a third of the file); the host report
+//! (`describe`, nvidia-smi parsing) and the `--device` vocabulary are the seam to
+//! split next.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,8 @@
 //! reaper, cancel, retry and worker registration. Stage promotion, which the writes
 //! that end a job run in their transaction, lives in [`super::promotion`].
 //!
-//! Long because claims, fencing and versions share one transaction helper; sweep
-//! versions are the seam to split next.
+//! Long because claims, fencing and versions share one transaction helper; submit
+//! (with sweep versions) and worker registration are the seams to split next.
 
 use std::time::Duration;
 
