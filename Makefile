@@ -16,8 +16,11 @@ DEMO_WORKERS  ?= 2
 KUBERNETES_VALIDATE_VERSION := 1.37.0
 K8S_VERSION   := 1.33.0
 K8S_STAMP     := $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
+# Real images for the science check and the accuracy benchmark: Debian's Fashion-MNIST.
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+SUDO          := $(shell test "$$(id -u)" -eq 0 || echo sudo)
 
-.PHONY: setup build test lint lint-k8s demo bench bench-setup clean-demo
+.PHONY: setup build test lint lint-k8s demo bench bench-setup bench-accuracy clean-demo real-data
 
 setup: $(TORCH_STAMP)
 
@@ -35,8 +38,16 @@ $(TORCH_STAMP):
 build: setup
 	$(TORCH_ENV) $(CARGO) build --release --locked
 
-test: setup
+test: setup real-data
+	SWEEPER_TEST_FASHION_MNIST=$(FASHION_MNIST) \
 	$(TORCH_ENV) $(CARGO) test --release --locked -- --test-threads=2
+
+# 30 MB of IDX files, installed once; the science check fails without them.
+real-data: $(FASHION_MNIST)/train-images-idx3-ubyte.gz
+
+$(FASHION_MNIST)/train-images-idx3-ubyte.gz:
+	$(SUDO) apt-get install -y -q dataset-fashion-mnist || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
 
 lint: setup lint-k8s
 	$(CARGO) fmt --all -- --check
@@ -64,3 +75,7 @@ bench-setup: setup
 
 bench: build bench-setup
 	./benches/run.sh $(BIN) $(VENV)/bin/python
+
+# Accuracy parity on Fashion-MNIST: sweeper against benches/accuracy.py (torch only).
+bench-accuracy: build real-data
+	BENCH_IDX=$(FASHION_MNIST) ./benches/accuracy.sh $(BIN) $(VENV)/bin/python target/fashion-mnist 0,1,2

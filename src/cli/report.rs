@@ -41,6 +41,11 @@ pub(super) struct ImportArgs {
     /// Overrides the sweep's data root (with --sweep-file).
     #[arg(long, env = "SWEEPER_DATA_ROOT")]
     data_root: Option<PathBuf>,
+    /// How the file's `loss` column was computed: `mean` over the 2N anchors
+    /// (sweeper, lightly) or `sum` of both halves (google-research/simclr logs this,
+    /// twice the mean); sets the chance levels the report compares against.
+    #[arg(long, value_enum, default_value_t = report::LossConvention::Mean)]
+    loss_convention: report::LossConvention,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +128,7 @@ pub(super) async fn import(db: &str, args: ImportArgs) -> anyhow::Result<()> {
         stage: args.stage,
         sweep_file: args.sweep_file,
         data_root: args.data_root,
+        loss_convention: args.loss_convention,
     };
     let summary = from_store::import_file(&store, &request, &text).await?;
     println!(

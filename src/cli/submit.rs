@@ -41,7 +41,7 @@ pub(super) async fn submit(db: &str, args: SubmitArgs) -> anyhow::Result<()> {
         print!("{}", sweep::expand::dry_run_summary(&loaded.spec));
         return Ok(());
     }
-    let jobs = sweep::expand::expand(&loaded.spec);
+    let jobs = sweep::expand::submitted(&loaded.spec);
     let store = super::open(db).await?;
     let summary = store
         .submit_version(

@@ -53,13 +53,32 @@ pub(super) struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct MakeDatasetArgs {
-    /// Output directory (setA/, setB/train, setB/test are created in it).
+    /// Output directory: setA/, setA_labelled/, setB/train, setB/test for the generated
+    /// demo data; pretext/, labelled/, test/ with --from-idx.
     dir: PathBuf,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Side of the square images, in pixels.
     #[arg(long, default_value_t = 64)]
     image_size: u32,
+    /// Write real images instead: a folder of IDX files (train-* and t10k-*, gzipped
+    /// or not), e.g. /usr/share/datasets/fashion-mnist from Debian's
+    /// dataset-fashion-mnist, as three disjoint parts.
+    #[arg(long)]
+    from_idx: Option<PathBuf>,
+    /// With --from-idx: images per label for the pretext (the first of the train file).
+    #[arg(long, default_value_t = 500)]
+    pretext_per_label: usize,
+    /// With --from-idx: images per label for the linear protocol (the next ones).
+    #[arg(long, default_value_t = 100)]
+    labelled_per_label: usize,
+    /// With --from-idx: images per label for testing (the first of the t10k file).
+    #[arg(long, default_value_t = 100)]
+    test_per_label: usize,
+    /// With --from-idx: label folder names in label order, comma-separated; Fashion-
+    /// MNIST's class names when the folder is named fashion-mnist, else 0, 1, …
+    #[arg(long, value_delimiter = ',')]
+    label_names: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +182,9 @@ pub(super) async fn train(args: TrainArgs) -> anyhow::Result<()> {
 
 pub(super) async fn make_dataset(args: MakeDatasetArgs) -> anyhow::Result<()> {
     use sweeper::train::synth;
+    if let Some(source) = args.from_idx.clone() {
+        return make_idx_dataset(source, args).await;
+    }
     let config = synth::SynthConfig {
         seed: args.seed,
         image_size: args.image_size,
@@ -176,6 +198,46 @@ pub(super) async fn make_dataset(args: MakeDatasetArgs) -> anyhow::Result<()> {
     println!(
         "{} images written to {}",
         summary.images,
+        args.dir.display()
+    );
+    Ok(())
+}
+
+async fn make_idx_dataset(source: PathBuf, args: MakeDatasetArgs) -> anyhow::Result<()> {
+    use sweeper::train::idx;
+    let label_names = if !args.label_names.is_empty() {
+        args.label_names
+    } else if source
+        .file_name()
+        .is_some_and(|name| name == "fashion-mnist")
+    {
+        idx::FASHION_MNIST_LABELS.map(String::from).to_vec()
+    } else {
+        Vec::new()
+    };
+    let split = idx::IdxSplit {
+        pretext_per_label: args.pretext_per_label,
+        labelled_per_label: args.labelled_per_label,
+        test_per_label: args.test_per_label,
+        label_names,
+    };
+    let dir = args.dir.clone();
+    let from = source.clone();
+    let summary = tokio::task::spawn_blocking(move || idx::write_folders(&from, &dir, &split))
+        .await
+        .context("the IDX converter failed")?
+        .with_context(|| {
+            format!(
+                "cannot write the images of {} into {}",
+                source.display(),
+                args.dir.display()
+            )
+        })?;
+    println!(
+        "{} pretext, {} labelled and {} test images written to {}",
+        summary.pretext,
+        summary.labelled,
+        summary.test,
         args.dir.display()
     );
     Ok(())

@@ -129,6 +129,53 @@ pub fn chance_level(batch_size: u64) -> f64 {
     ((2 * batch_size - 1) as f64).ln()
 }
 
+/// How a stored NT-Xent loss was summed. sweeper's training writes the mean over the
+/// 2N anchors; google-research/simclr logs the sum of its two halves, twice that, and
+/// results imported from such a run say so (`import --loss-convention sum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, clap::ValueEnum)]
+pub enum LossConvention {
+    /// The mean over the 2N anchors; chance ln(2N−1).
+    #[default]
+    Mean,
+    /// Twice the mean (both halves summed); chance 2·ln(2N−1).
+    Sum,
+}
+
+impl LossConvention {
+    /// The result field an imported job records its convention in.
+    pub const FIELD: &'static str = "loss_convention";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossConvention::Mean => "mean",
+            LossConvention::Sum => "sum",
+        }
+    }
+
+    /// The one parser of a stored convention name.
+    pub fn parse(name: &str) -> Option<LossConvention> {
+        [LossConvention::Mean, LossConvention::Sum]
+            .into_iter()
+            .find(|convention| convention.as_str() == name)
+    }
+
+    /// The loss of an encoder that tells no sample apart, at this batch size.
+    pub fn chance(self, batch_size: u64) -> f64 {
+        match self {
+            LossConvention::Mean => chance_level(batch_size),
+            LossConvention::Sum => 2.0 * chance_level(batch_size),
+        }
+    }
+
+    /// `ln(127)` or `2·ln(127)`: how the chance level is written.
+    pub fn chance_formula(self, batch_size: u64) -> String {
+        match self {
+            LossConvention::Mean => format!("ln({})", 2 * batch_size - 1),
+            LossConvention::Sum => format!("2·ln({})", 2 * batch_size - 1),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +200,17 @@ mod tests {
         assert_eq!(thousands(1_281_167), "1.281.167");
         assert_eq!(thousands(600), "600");
         assert_eq!(thousands(0), "0");
+    }
+
+    #[test]
+    fn a_summed_loss_has_twice_the_chance_level() {
+        // REFERENCE.md: google-research/simclr's logged loss at chance, batch 64, is
+        // 2·ln(127) = 9.6884; the seed's 9.78 for ResNet-50 at batch 64 lies above it.
+        assert!((LossConvention::Sum.chance(64) - 9.6884).abs() < 1e-4);
+        assert!(LossConvention::Sum.chance(64) < 9.78);
+        assert_eq!(LossConvention::parse("sum"), Some(LossConvention::Sum));
+        assert_eq!(LossConvention::parse("total"), None);
+        assert_eq!(LossConvention::Sum.chance_formula(64), "2·ln(127)");
     }
 
     #[test]

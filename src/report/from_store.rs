@@ -81,6 +81,8 @@ pub struct ImportRequest {
     pub sweep_file: Option<PathBuf>,
     /// Replaces the sweep file's data root.
     pub data_root: Option<PathBuf>,
+    /// How the file's `loss` column was summed; recorded with every row that has one.
+    pub loss_convention: super::LossConvention,
 }
 
 /// Reads an import file before anything touches the store.
@@ -124,7 +126,17 @@ pub async fn import_file(
         (None, Some(spec)) => (spec, None),
         (None, None) => return Err(ReportError::SweepNotStored(request.sweep.clone())),
     };
-    let rows = import_rows(&spec, &request.stage, text, &request.file)?;
+    let mut rows = import_rows(&spec, &request.stage, text, &request.file)?;
+    if request.loss_convention != super::LossConvention::default() {
+        for (_, result) in &mut rows {
+            if let Some(fields) = result.as_object_mut().filter(|f| f.contains_key("loss")) {
+                fields.insert(
+                    super::LossConvention::FIELD.to_owned(),
+                    Value::from(request.loss_convention.as_str()),
+                );
+            }
+        }
+    }
     if let Some(loaded) = new_sweep {
         store
             .submit(&loaded.spec, &loaded.text, &loaded.hash, &[])

@@ -17,7 +17,7 @@ pub const LOSS: &str = "loss";
 /// The pretext result field holding the number of images trained on.
 pub const TRAIN_IMAGES: &str = "train_images";
 
-/// Why a cell (or part of it) has no value yet.
+/// Why a cell (or part of it) has no value yet, or why its value says nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mark {
     Running,
@@ -28,16 +28,19 @@ pub enum Mark {
     Missing,
     /// The job succeeded but its result lacks the metric.
     NoValue,
+    /// A loss not below its chance level: the encoder tells no view from another.
+    AtChance,
 }
 
 impl Mark {
-    pub const ALL: [Mark; 6] = [
+    pub const ALL: [Mark; 7] = [
         Mark::Queued,
         Mark::Running,
         Mark::Failed,
         Mark::Cancelled,
         Mark::Missing,
         Mark::NoValue,
+        Mark::AtChance,
     ];
 
     pub fn symbol(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Mark {
             Mark::Cancelled => "⊘",
             Mark::Missing => "–",
             Mark::NoValue => "?",
+            Mark::AtChance => "≥",
         }
     }
 
@@ -59,6 +63,7 @@ impl Mark {
             Mark::Cancelled => "cancelled",
             Mark::Missing => "no job (not submitted or excluded)",
             Mark::NoValue => "finished without this metric",
+            Mark::AtChance => "loss not below chance (learned nothing measurable)",
         }
     }
 }

@@ -164,5 +164,6 @@ pub fn json(input: &ReportInput) -> Value {
         "stages": stages,
         "jobs": jobs,
         "selections": selections,
+        "baselines": super::baseline::json(input, &names),
     })
 }

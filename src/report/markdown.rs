@@ -16,7 +16,8 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::format::{chance_level, mean_std, plain, pretty_backbone, same_value, trimmed};
+use super::baseline;
+use super::format::{mean_std, plain, pretty_backbone, same_value, trimmed, LossConvention};
 use super::layout::{
     param, pretext_layout, Cell, Mark, PretextLayout, BACKBONE, BATCH_SIZE, DATA_FRACTION, LOSS,
     PROJECTION_DIM, SEED,
@@ -209,7 +210,9 @@ fn pretext_section(
         "Each table: one backbone and one batch size; rows are the data amount; a cell holds \
          the final NT-Xent loss for projection output {} (mean ± sample std where several \
          seeds ran); **bold** marks the lowest of the row. Losses at different batch sizes \
-         are compared against the chance level ln(2N−1) of each batch size N.\n",
+         are compared against the chance level of each batch size N: ln(2N−1) for the \
+         mean over the 2N anchors, as sweeper computes it, or 2·ln(2N−1) for losses \
+         imported as the sum of both halves (what google-research/simclr logs).\n",
         projections.join(" / ")
     );
     if layout
@@ -235,14 +238,10 @@ fn pretext_section(
         }
         for panel in &group.panels {
             let batch = plain(&panel.batch_size);
-            match panel.batch_size.as_u64().filter(|n| *n > 0) {
+            let batch_pairs = panel.batch_size.as_u64().filter(|n| *n > 0);
+            match batch_pairs {
                 Some(n) => {
-                    let _ = writeln!(
-                        out,
-                        "#### batch {batch} — chance ln({}) = {:.2}\n",
-                        2 * n - 1,
-                        chance_level(n)
-                    );
+                    let _ = writeln!(out, "#### batch {batch} — {}\n", chance_heading(panel, n));
                 }
                 None => {
                     let _ = writeln!(out, "#### batch {batch}\n");
@@ -277,7 +276,10 @@ fn pretext_section(
                     .iter()
                     .zip(&bold)
                     .map(|(cell, bold)| {
-                        let marks = cell.marks(LOSS);
+                        let mut marks = cell.marks(LOSS);
+                        if batch_pairs.is_some_and(|n| at_chance(cell, n)) {
+                            marks.push(Mark::AtChance);
+                        }
                         used_marks.extend(marks.iter().copied());
                         cell_text(&cell.values(LOSS), &marks, LOSS_DECIMALS, *bold)
                     })
@@ -323,6 +325,57 @@ fn pretext_section(
             }
         }
     }
+}
+
+/// The conventions of a panel's losses, each once: sweeper's mean unless imported
+/// otherwise.
+fn conventions(panel: &super::layout::Panel<'_>) -> Vec<LossConvention> {
+    let mut found: Vec<LossConvention> = panel
+        .rows
+        .iter()
+        .flat_map(|row| row.cells.iter())
+        .flat_map(|cell| cell.jobs.iter())
+        .filter(|job| job.metric(LOSS).is_some())
+        .map(|job| job.loss_convention())
+        .collect();
+    found.sort();
+    found.dedup();
+    if found.is_empty() {
+        found.push(LossConvention::default());
+    }
+    found
+}
+
+/// `chance ln(127) = 4.84`, naming the convention when the panel's losses were summed.
+fn chance_heading(panel: &super::layout::Panel<'_>, batch_pairs: u64) -> String {
+    let conventions = conventions(panel);
+    let parts: Vec<String> = conventions
+        .iter()
+        .map(|convention| {
+            let level = format!(
+                "{} = {:.2}",
+                convention.chance_formula(batch_pairs),
+                convention.chance(batch_pairs)
+            );
+            match (conventions.len(), convention) {
+                (1, LossConvention::Mean) => level,
+                (_, LossConvention::Mean) => format!("{level} (mean)"),
+                (_, LossConvention::Sum) => format!("{level} (losses summed over both halves)"),
+            }
+        })
+        .collect();
+    format!("chance {}", parts.join(" / "))
+}
+
+/// Whether a finished seed of the cell ended with a loss not below its chance level.
+fn at_chance(cell: &Cell<'_>, batch_pairs: u64) -> bool {
+    cell.jobs
+        .iter()
+        .filter(|job| job.state == JobState::Succeeded)
+        .any(|job| {
+            job.metric(LOSS)
+                .is_some_and(|loss| loss >= job.loss_convention().chance(batch_pairs))
+        })
 }
 
 /// The row's optimizer(s) as the seed writes them (`LARS`): the jobs', else the
@@ -609,8 +662,13 @@ fn downstream_section(
         .collect();
     let mut rows: Vec<ModelRow> = Vec::new();
     for (position, job) in jobs.iter().enumerate() {
+        let baseline = baseline::is_baseline_job(job);
         let mut label = match job.parent {
             Some(parent) => names.name(parent),
+            None if baseline => format!(
+                "{} (random init)",
+                pretty_backbone(&plain(param(job, BACKBONE)))
+            ),
             None => {
                 super::format::model_name(job.params.get(BACKBONE), job.params.get(PROJECTION_DIM))
             }
@@ -625,7 +683,15 @@ fn downstream_section(
         match rows.iter_mut().find(|row| row.label == label) {
             Some(row) => row.cell.jobs.push(job),
             None => rows.push(ModelRow {
-                order: (names.rank(job.parent), position),
+                // Baselines last, after every winner.
+                order: (
+                    if baseline {
+                        usize::MAX
+                    } else {
+                        names.rank(job.parent)
+                    },
+                    position,
+                ),
                 label,
                 cell: Cell { jobs: vec![job] },
             }),
@@ -633,8 +699,25 @@ fn downstream_section(
     }
     rows.sort_by_key(|row| row.order);
 
-    let _ = writeln!(out, "| Model | Accuracy | Precision | Recall | F1-score |");
-    let _ = writeln!(out, "| :---- | :------: | :-------: | :----: | :------: |");
+    let with_gains = baseline::stage_has_baselines(input, &stage.name);
+    let gain_headings: String = baseline::GAIN_METRICS
+        .iter()
+        .map(|(_, heading)| format!(" Gain ({heading}) |"))
+        .collect();
+    let gain_rule = " :---: |".repeat(baseline::GAIN_METRICS.len());
+    let (gain_headings, gain_rule) = if with_gains {
+        (gain_headings.as_str(), gain_rule.as_str())
+    } else {
+        ("", "")
+    };
+    let _ = writeln!(
+        out,
+        "| Model | Accuracy | Precision | Recall | F1-score |{gain_headings}"
+    );
+    let _ = writeln!(
+        out,
+        "| :---- | :------: | :-------: | :----: | :------: |{gain_rule}"
+    );
     let columns: Vec<Vec<bool>> = DOWNSTREAM_METRICS
         .iter()
         .map(|(metric, _)| {
@@ -660,9 +743,37 @@ fn downstream_section(
                 )
             })
             .collect();
-        let _ = writeln!(out, "| {} | {} |", row.label, cells.join(" | "));
+        let gains: String = if !with_gains {
+            String::new()
+        } else if row
+            .cell
+            .jobs
+            .iter()
+            .any(|job| baseline::is_baseline_job(job))
+        {
+            " — |".repeat(baseline::GAIN_METRICS.len())
+        } else {
+            baseline::GAIN_METRICS
+                .iter()
+                .map(|(metric, _)| {
+                    match baseline::gain(input, &stage.name, &row.cell.jobs, metric) {
+                        Some(gain) => format!(" {} |", baseline::signed(gain, METRIC_DECIMALS)),
+                        None => " – |".to_owned(),
+                    }
+                })
+                .collect()
+        };
+        let _ = writeln!(out, "| {} | {} |{gains}", row.label, cells.join(" | "));
     }
     out.push('\n');
+    if with_gains {
+        let _ = writeln!(
+            out,
+            "Random init: the same protocol from an untrained backbone of the same \
+             architecture; a gain is the model's mean minus its random init's (– while \
+             either has no value).\n"
+        );
+    }
 }
 
 /// A `command` stage: one row per job with its grid values, seed and state, then a

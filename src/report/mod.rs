@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+mod baseline;
 mod format;
 pub mod from_store;
 mod import;
@@ -21,7 +22,7 @@ mod names;
 mod plot;
 mod provenance;
 
-pub use format::{chance_level, model_backbone, model_name, pretty_backbone};
+pub use format::{chance_level, model_backbone, model_name, pretty_backbone, LossConvention};
 pub use import::{parse_import_csv, ImportIssue, ImportRow};
 pub use long::{csv, json};
 pub use markdown::markdown;

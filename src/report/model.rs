@@ -80,6 +80,17 @@ impl JobRecord {
         self.result.as_ref()?.get(name)?.as_f64()
     }
 
+    /// How the job's `loss` was summed: what its result declares (an import from a
+    /// sum-convention run), else sweeper's mean.
+    pub fn loss_convention(&self) -> super::LossConvention {
+        self.result
+            .as_ref()
+            .and_then(|result| result.get(super::LossConvention::FIELD))
+            .and_then(Value::as_str)
+            .and_then(super::LossConvention::parse)
+            .unwrap_or_default()
+    }
+
     /// The numeric fields of the result (the final metrics), by name, as stored.
     pub fn metrics(&self) -> BTreeMap<String, Number> {
         match &self.result {

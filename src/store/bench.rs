@@ -213,6 +213,7 @@ fn bench_spec(name: &str) -> Spec {
         seeds: vec![0],
         max_attempts: 1,
         datasets: Default::default(),
+        baselines: false,
         stages: vec![StageSpec {
             name: "noop".into(),
             kind: StageKind::Command,

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::error::Context as _;
 use super::{on_conn, Conn, Id, JobState, Stale, StoreError, StoreResult};
 use crate::sweep::select::{self, Candidate, CandidateState, Decision, Outcome};
-use crate::sweep::{expand, JobSpec, Params, SelectionSpec, Spec};
+use crate::sweep::{expand, params, JobSpec, Params, SelectionSpec, Spec};
 
 /// One selection group of one sweep: what every step of a decision names.
 struct Group<'a> {
@@ -489,10 +489,17 @@ impl Conn<'_> {
             .fetch_all(&mut *c)
             .await
             .context("cannot read a stage's jobs")?;
-            rows.iter()
+            let candidates = rows
+                .iter()
                 .map(decode_candidate)
-                .collect::<Result<Vec<_>, _>>()
-                .context("cannot read a stage's jobs")
+                .collect::<Result<Vec<Candidate>, _>>()
+                .context("cannot read a stage's jobs")?;
+            // A random-init baseline is the yardstick of a stage, never one of its
+            // candidates.
+            Ok(candidates
+                .into_iter()
+                .filter(|candidate| !params::is_baseline(&candidate.params))
+                .collect())
         })
     }
 }

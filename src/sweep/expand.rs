@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::check::{placeholders, same_value};
+use super::params::{DownstreamParams, BASELINE_KEY};
 use super::select::{self, Candidate};
 use super::{JobSpec, Params, Spec, StageKind, StageSpec, SweepError, SweepResult};
 
@@ -26,6 +27,75 @@ pub fn expand(spec: &Spec) -> Vec<JobSpec> {
         .filter(|stage| stage.from.is_none())
         .flat_map(|stage| root_jobs(spec, stage))
         .collect()
+}
+
+/// Every job `submit` stores: the grid cells of [`expand`], then the random-init
+/// [`baselines`].
+pub fn submitted(spec: &Spec) -> Vec<JobSpec> {
+    let mut jobs = expand(spec);
+    jobs.extend(baselines(spec));
+    jobs
+}
+
+/// The random-init baselines of a sweep that has them on: for every linear and
+/// fine-tune stage whose selection ranks a pretext stage, one job per architecture
+/// (backbone and input size) that stage trains and per seed of the stage, with the
+/// stage's own settings, `baseline = true` and no parent, so it starts from an
+/// untrained backbone. They need no winner, so they are queued at submit; the report
+/// prints them as "random init" beside the winners.
+pub fn baselines(spec: &Spec) -> Vec<JobSpec> {
+    if !spec.baselines {
+        return Vec::new();
+    }
+    let mut jobs = Vec::new();
+    for stage in &spec.stages {
+        if !matches!(stage.kind, StageKind::Linear | StageKind::Finetune) {
+            continue;
+        }
+        let Some(source) = stage
+            .from
+            .as_deref()
+            .and_then(|selection| spec.selection(selection))
+            .and_then(|selection| spec.stage(&selection.from))
+            .filter(|source| source.kind == StageKind::Pretext)
+        else {
+            continue;
+        };
+        for architecture in architectures(source) {
+            for &seed in spec.seeds_of(stage) {
+                let mut params = architecture.clone();
+                params.extend(stage.params.clone());
+                params.insert("seed".to_owned(), Value::from(seed));
+                params.insert(BASELINE_KEY.to_owned(), Value::Bool(true));
+                let key = job_key(spec, stage, &params, None);
+                jobs.push(job(stage, key, params));
+            }
+        }
+    }
+    jobs
+}
+
+/// The distinct values of the architecture keys (`backbone`, `image_size`) over a
+/// stage's cells, in grid order.
+fn architectures(stage: &StageSpec) -> Vec<Params> {
+    let mut seen: Vec<Params> = Vec::new();
+    for indices in cell_indices(stage) {
+        let mut architecture = Params::new();
+        for key in DownstreamParams::ARCHITECTURE_KEYS {
+            let axis = stage.grid.iter().position(|(name, _)| name == key);
+            let value = match axis {
+                Some(axis) => Some(&stage.grid[axis].1[indices[axis]]),
+                None => stage.params.get(*key),
+            };
+            if let Some(value) = value {
+                architecture.insert((*key).to_owned(), value.clone());
+            }
+        }
+        if !seen.contains(&architecture) {
+            seen.push(architecture);
+        }
+    }
+    seen
 }
 
 /// The jobs one winner of `selection` starts: one per stage whose `from` is that
@@ -44,7 +114,7 @@ pub fn downstream(spec: &Spec, selection: &str, winner: &Candidate) -> Vec<JobSp
     {
         let mut params = winner.params.clone();
         if matches!(stage.kind, StageKind::Linear | StageKind::Finetune) {
-            for key in super::params::DownstreamParams::OWN_KEYS {
+            for key in DownstreamParams::OWN_KEYS {
                 params.remove(*key);
             }
         }
@@ -72,6 +142,7 @@ pub fn dry_run_summary(spec: &Spec) -> String {
     let mut now = 0;
     let mut later = 0;
     let mut lines = Vec::new();
+    let baseline_jobs = baselines(spec);
     for stage in &spec.stages {
         match &stage.from {
             None => {
@@ -99,9 +170,19 @@ pub fn dry_run_summary(spec: &Spec) -> String {
                     Some(groups) => plural(groups, "group"),
                     None => "groups".to_owned(),
                 };
+                let baselines = baseline_jobs
+                    .iter()
+                    .filter(|job| job.stage == stage.name)
+                    .count();
+                now += baselines;
+                let baselines = if baselines > 0 {
+                    format!(", and {} now", plural(baselines, "random-init baseline"))
+                } else {
+                    String::new()
+                };
                 lines.push(format!(
                     "{}: {}{} once promoted ({groups} of [{per}] × top {top}{seeds}, \
-                     from selection {selection_name})",
+                     from selection {selection_name}){baselines}",
                     stage.name,
                     if plan.groups.is_some() {
                         ""

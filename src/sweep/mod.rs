@@ -79,6 +79,15 @@ pub struct Spec {
     /// In file order; a stage only names selections of stages before it.
     pub stages: Vec<StageSpec>,
     pub selections: Vec<SelectionSpec>,
+    /// Queue, with every linear and fine-tune stage, the same protocol from a randomly
+    /// initialised backbone ([`expand::baselines`]); a spec stored before this setting
+    /// existed reads as on.
+    #[serde(default = "baselines_on")]
+    pub baselines: bool,
+}
+
+fn baselines_on() -> bool {
+    true
 }
 
 impl Spec {

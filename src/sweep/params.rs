@@ -155,8 +155,11 @@ pub struct PretextParams {
     pub temperature: f64,
     #[serde(default = "defaults::optimizer")]
     pub optimizer: OptimizerKind,
-    /// Peak learning rate `lr_base × √batch` instead of `lr_base × batch / 256`.
-    #[serde(default)]
+    /// Peak learning rate `lr_base × √batch` (the default: the paper's rule for small
+    /// batches and short runs, 0.6 at batch 64) instead of `lr_base × batch / 256`
+    /// (0.075 at batch 64, which with LARS's trust ratio of 0.001 barely moves a
+    /// convolution in a run of a few hundred steps).
+    #[serde(default = "defaults::yes")]
     pub lr_sqrt: bool,
     /// 0.3 (linear scaling) or 0.075 (square-root scaling) when absent.
     #[serde(default)]
@@ -201,6 +204,19 @@ pub struct DownstreamParams {
     pub patience: Option<i64>,
     #[serde(default)]
     pub seed: i64,
+    /// A random-init baseline: the protocol from an untrained backbone, queued at
+    /// submit beside the stage's winners ([`crate::sweep::expand::baselines`]).
+    /// Set by sweeper, never written in the file.
+    #[serde(default)]
+    pub baseline: bool,
+}
+
+/// The parameter that marks a random-init baseline job ([`DownstreamParams::baseline`]).
+pub const BASELINE_KEY: &str = "baseline";
+
+/// Whether a job's parameters mark it as a random-init baseline.
+pub fn is_baseline(params: &Params) -> bool {
+    params.get(BASELINE_KEY).and_then(Value::as_bool) == Some(true)
 }
 
 /// A `command` job's parameters: whatever the stage defines, substituted into the
@@ -256,6 +272,9 @@ mod defaults {
     }
     pub fn one() -> f64 {
         1.0
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn epochs() -> i64 {
         100
@@ -393,6 +412,7 @@ impl DownstreamParams {
                 Self::OWN_KEYS.contains(&key.as_str())
                     || Self::ARCHITECTURE_KEYS.contains(&key.as_str())
                     || key.as_str() == "seed"
+                    || key.as_str() == BASELINE_KEY
             })
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
@@ -611,11 +631,12 @@ mod tests {
         assert_eq!(p.resolved_image_size(), 224);
         assert_eq!((p.batch_size, p.projection_dim, p.epochs), (256, 128, 3));
         assert_eq!(p.optimizer, OptimizerKind::Lars);
-        assert_eq!(p.resolved_lr_base(), 0.3);
-        let sqrt =
-            PretextParams::from_params(&params(json!({"backbone": "resnet18", "lr_sqrt": true})))
+        assert!(p.lr_sqrt);
+        assert_eq!(p.resolved_lr_base(), 0.075);
+        let linear =
+            PretextParams::from_params(&params(json!({"backbone": "resnet18", "lr_sqrt": false})))
                 .expect("valid");
-        assert_eq!(sqrt.resolved_lr_base(), 0.075);
+        assert_eq!(linear.resolved_lr_base(), 0.3);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct RawSweep {
     pub seeds: Option<Spanned<Vec<Spanned<i64>>>>,
     pub max_attempts: Option<Spanned<i64>>,
     pub priority: Option<Spanned<i64>>,
+    /// Random-init baselines beside every linear and fine-tune stage (on when absent).
+    pub baselines: Option<Spanned<bool>>,
 }
 
 /// `[datasets.NAME]`.

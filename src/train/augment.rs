@@ -54,9 +54,17 @@ impl AugmentConfig {
         }
     }
 
-    /// Downstream training: random resized crop and flip only.
-    pub fn crop_and_flip(image_size: i64) -> AugmentConfig {
+    /// Fine-tuning: random resized crop and flip only. Images of 64 px and less keep
+    /// at least half their area (an 8 % crop of a 32 px image is a 9 px patch, which
+    /// the classifier never sees at test time); larger ones crop as the pretext does.
+    pub fn fine_tune(image_size: i64) -> AugmentConfig {
+        let min_scale = if image_size <= SMALL_CROP_SIZE {
+            0.5
+        } else {
+            0.08
+        };
         AugmentConfig {
+            crop_scale: (min_scale, 1.0),
             jitter_p: 0.0,
             grayscale_p: 0.0,
             blur_p: 0.0,
@@ -64,6 +72,9 @@ impl AugmentConfig {
         }
     }
 }
+
+/// Up to this side, fine-tuning crops keep at least half the image.
+const SMALL_CROP_SIZE: i64 = 64;
 
 /// The colour-jitter factors of one view and the order they are applied in.
 #[derive(Debug, Clone, PartialEq)]
@@ -534,7 +545,7 @@ mod tests {
         }];
         let cfg = AugmentConfig {
             out_size: 16,
-            ..AugmentConfig::crop_and_flip(16)
+            ..AugmentConfig::fine_tune(16)
         };
         let out = apply(&images, &params, &cfg);
         let red = out.get(0).get(0) * 255.0;

@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(cfg.batch_size, 256);
         assert_eq!(cfg.temperature, 0.5);
         assert_eq!(cfg.optimizer, OptimizerKind::Lars);
-        assert_eq!(cfg.lr_scaling, LrScaling::Linear { base: 0.3 });
+        assert_eq!(cfg.lr_scaling, LrScaling::Sqrt { base: 0.075 });
         assert!(
             (cfg.warmup_epochs - 0.3).abs() < 1e-12,
             "clipped to a tenth of 3 epochs"
@@ -285,12 +285,17 @@ mod tests {
     }
 
     #[test]
-    fn sqrt_scaling_option() {
+    fn linear_scaling_option() {
         let cfg = PretextConfig::from_params(
-            &params(json!({"backbone": "resnet18", "lr_sqrt": true})),
+            &params(json!({"backbone": "resnet18", "lr_sqrt": false})),
             "j",
         )
         .expect("valid");
-        assert!((cfg.lr_scaling.peak(256) - 1.2).abs() < 1e-12);
+        // REFERENCE.md: 0.3 × 4096 / 256 = 4.8, and 0.3 at batch 256.
+        assert!((cfg.lr_scaling.peak(4096) - 4.8).abs() < 1e-12);
+        assert!((cfg.lr_scaling.peak(256) - 0.3).abs() < 1e-12);
+        let default = PretextConfig::from_params(&params(json!({"backbone": "resnet18"})), "j")
+            .expect("valid");
+        assert!((default.lr_scaling.peak(256) - 1.2).abs() < 1e-12);
     }
 }

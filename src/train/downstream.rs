@@ -3,6 +3,12 @@
 //! fine-tuning (every weight trains). Both stop early on the validation accuracy,
 //! restore the best epoch's weights and predict the test split.
 //!
+//! Fine-tuning follows a cosine learning-rate decay over `max_epochs`, crops that keep
+//! most of a small image, and recomputes the batch-norm running statistics over the
+//! training split before every evaluation: the running averages of a short run still
+//! remember the pretext's augmented views (or, from a random start, nothing), and in
+//! inference mode such stale statistics can make a network call every image one class.
+//!
 //! The feature is always the backbone's pooled output, never the projection.
 
 use std::collections::HashMap;
@@ -24,6 +30,7 @@ use super::device::{self, guard};
 use super::loader;
 use super::optim::{Optimizer, OptimizerKind};
 use super::pretext::trainable;
+use super::schedule::Schedule;
 use super::{TrainError, TrainEvent, TrainResult};
 
 /// Which protocol.
@@ -148,6 +155,66 @@ fn features(
     Ok(Tensor::cat(&chunks, 0))
 }
 
+/// Momentum of every batch-norm layer sweeper builds (tch's default, as PyTorch's).
+const BATCH_NORM_MOMENTUM: f64 = 0.1;
+
+/// Replaces every batch-norm running mean and variance under `vs` by its average over
+/// `set` (centre crops, as evaluation sees them), with the weights as they are now.
+///
+/// Training-mode forwards normalise with each batch's own statistics and fold them
+/// into the running ones with momentum m; zeroing the running statistics before each
+/// batch leaves exactly m × the batch's statistics there, so dividing by m recovers
+/// them and their size-weighted mean is the split's, whatever m and the batch order.
+fn recalibrate_batch_norm(
+    vs: &nn::VarStore,
+    backbone: &Backbone,
+    set: &ImageSet,
+    cfg: &DownstreamConfig,
+    device: Device,
+    cancel: &AtomicBool,
+) -> TrainResult<()> {
+    let mut running: Vec<Tensor> = vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| name.ends_with(".running_mean") || name.ends_with(".running_var"))
+        .map(|(_, tensor)| tensor)
+        .collect();
+    let mut sums: Vec<Tensor> = running.iter().map(Tensor::zeros_like).collect();
+    let mut images_seen = 0i64;
+    for idx in loader::sequential(set.labels.size()[0], cfg.batch_size) {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(TrainError::Cancelled);
+        }
+        // Training-mode batch norm needs two samples; a last batch of one adds nothing.
+        if idx.len() < 2 {
+            continue;
+        }
+        let (images, _) = loader::gather(set, &idx, device);
+        let weight = idx.len() as f64 / BATCH_NORM_MOMENTUM;
+        tch::no_grad(|| {
+            for stat in running.iter_mut() {
+                let _ = stat.zero_();
+            }
+            let _ = backbone.forward_t(&eval_input(&images, cfg.image_size), true);
+            for (sum, stat) in sums.iter_mut().zip(&running) {
+                *sum += stat.to_kind(Kind::Float) * weight;
+            }
+        });
+        images_seen += idx.len() as i64;
+    }
+    if images_seen == 0 {
+        return Err(TrainError::Fatal(
+            "batch-norm statistics need at least two training images".into(),
+        ));
+    }
+    tch::no_grad(|| {
+        for (stat, sum) in running.iter_mut().zip(&sums) {
+            stat.copy_(&(sum / images_seen as f64));
+        }
+    });
+    Ok(())
+}
+
 fn accuracy(predicted: &Tensor, truth: &Tensor) -> f64 {
     predicted
         .eq_tensor(truth)
@@ -237,6 +304,7 @@ fn linear(
     let backbone = load_backbone(cfg, &mut backbone_vs, init)?;
     backbone_vs.freeze();
     let (train_x, val_x, test_x) = guard("computing features", || {
+        recalibrate_batch_norm(&backbone_vs, &backbone, splits.train, cfg, device, cancel)?;
         Ok((
             features(&backbone, splits.train, cfg, device, cancel)?,
             features(&backbone, splits.val, cfg, device, cancel)?,
@@ -324,13 +392,20 @@ fn finetune(
         Default::default(),
     );
     let mut optimizer = Optimizer::new(OptimizerKind::Adam, 0.0, trainable(&vs));
-    let aug = AugmentConfig::crop_and_flip(cfg.image_size);
+    let aug = AugmentConfig::fine_tune(cfg.image_size);
     let n = splits.train.labels.size()[0];
     if n < 2 {
         return Err(TrainError::Fatal(
             "fine-tuning needs at least two training images".into(),
         ));
     }
+    let steps_per_epoch = (n + cfg.batch_size - 1) / cfg.batch_size;
+    let schedule = Schedule {
+        peak_lr: cfg.lr,
+        warmup_steps: 0,
+        total_steps: steps_per_epoch * cfg.max_epochs,
+    };
+    let mut step_count = 0i64;
     let predict = |set: &ImageSet| -> TrainResult<Tensor> {
         let mut out = Vec::new();
         for idx in loader::sequential(set.labels.size()[0], cfg.batch_size) {
@@ -385,14 +460,18 @@ fn finetune(
                     .cross_entropy_for_logits(&labels);
                 optimizer.zero_grad();
                 loss.backward();
-                optimizer.step(cfg.lr);
+                optimizer.step(schedule.lr(step_count));
                 Ok(loss.double_value(&[]))
             })?;
+            step_count += 1;
             loss_sum += loss;
             batches += 1;
         }
         check_finite(loss_sum, epoch)?;
-        let val_accuracy = guard("validation", || Ok(accuracy(&predict(splits.val)?, &val_y)))?;
+        let val_accuracy = guard("validation", || {
+            recalibrate_batch_norm(&vs, &backbone, splits.train, cfg, device, cancel)?;
+            Ok(accuracy(&predict(splits.val)?, &val_y))
+        })?;
         report(
             events,
             epoch,

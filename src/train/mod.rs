@@ -32,6 +32,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod downstream;
+pub mod idx;
 pub mod loader;
 pub mod metrics;
 pub mod optim;

@@ -18,16 +18,32 @@ pub struct ProjectionHead {
 }
 
 impl ProjectionHead {
+    /// Initialised as PyTorch initialises the reference heads (lightly, the SimCLR
+    /// PyTorch ports): linear weights uniform in ±1/√fan_in and batch norm at weight 1,
+    /// bias 0. tch's defaults would draw the linear weights √6 times wider and the
+    /// batch-norm weights from U(0, 1), which shrinks the projection at random.
     pub fn new(p: &nn::Path, feature_dim: i64, projection_dim: i64) -> ProjectionHead {
-        let no_bias = nn::LinearConfig {
-            bias: false,
+        let linear = |fan_in: i64| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            nn::LinearConfig {
+                ws_init: nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+                bias: false,
+                ..Default::default()
+            }
+        };
+        let batch_norm = nn::BatchNormConfig {
+            ws_init: nn::Init::Const(1.0),
+            bs_init: nn::Init::Const(0.0),
             ..Default::default()
         };
         ProjectionHead {
-            hidden: nn::linear(p / "hidden", feature_dim, feature_dim, no_bias),
-            hidden_bn: nn::batch_norm1d(p / "hidden_bn", feature_dim, Default::default()),
-            out: nn::linear(p / "out", feature_dim, projection_dim, no_bias),
-            out_bn: nn::batch_norm1d(p / "out_bn", projection_dim, Default::default()),
+            hidden: nn::linear(p / "hidden", feature_dim, feature_dim, linear(feature_dim)),
+            hidden_bn: nn::batch_norm1d(p / "hidden_bn", feature_dim, batch_norm),
+            out: nn::linear(p / "out", feature_dim, projection_dim, linear(feature_dim)),
+            out_bn: nn::batch_norm1d(p / "out_bn", projection_dim, batch_norm),
         }
     }
 }
@@ -156,5 +172,28 @@ mod tests {
             .map(|t| t.numel() as i64)
             .sum();
         assert_eq!(count, 64 + 16 + 24 + 6);
+    }
+
+    #[test]
+    fn head_starts_as_pytorch_initialises_it() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        ProjectionHead::new(&vs.root(), 512, 128);
+        let variables = vs.variables();
+        let get = |name: &str| variables.get(name).expect(name).shallow_clone();
+        // nn.Linear(512, …): kaiming_uniform(a=√5) draws from ±1/√512 ≈ ±0.0442.
+        for name in ["hidden.weight", "out.weight"] {
+            let weight = get(name);
+            let largest = weight.abs().max().double_value(&[]);
+            assert!(largest <= 1.0 / 512f64.sqrt() + 1e-7, "{name}: {largest}");
+            assert!(
+                largest > 0.9 / 512f64.sqrt(),
+                "{name} spans its range: {largest}"
+            );
+        }
+        for name in ["hidden_bn.weight", "out_bn.weight"] {
+            let weight = get(name);
+            assert_eq!(weight.min().double_value(&[]), 1.0, "{name}");
+            assert_eq!(weight.max().double_value(&[]), 1.0, "{name}");
+        }
     }
 }

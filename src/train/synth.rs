@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! setA/<label>/*.png         the five main labels and other labels (like the seed's set A)
+//! setA_labelled/<label>/     more images of set A's common other labels, drawn apart
+//!                            from set A, for a linear protocol whose validation and
+//!                            test images the pretext never saw
 //! setB/train/<main label>/   the five main labels, for fine-tuning
 //! setB/test/<main label>/
 //! ```
@@ -46,9 +49,9 @@ pub const OTHER_LABELS: [&str; 12] = [
 ];
 
 /// How much to generate. The defaults suit `sweeps/demo.toml`: six other labels with
-/// 100 images each (its A1 takes 6 labels, up to 600 images; its A2 40 per label),
-/// two rare ones its `min_images_per_label = 20` drops, and set B with 100 train and
-/// 50 test images per main label: 1,474 images in all.
+/// 100 images each (its A1 takes 6 labels, up to 600 images) and 60 more each in
+/// `setA_labelled` (its A2), two rare ones its `min_images_per_label = 20` drops, and
+/// set B with 100 train and 50 test images per main label: 1,834 images in all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthConfig {
     pub seed: u64,
@@ -63,6 +66,8 @@ pub struct SynthConfig {
     /// …except the last `rare_labels` of them, which get `rare_per_label`.
     pub rare_labels: usize,
     pub rare_per_label: usize,
+    /// Images per common (not rare) other label in `setA_labelled`.
+    pub labelled_per_label: usize,
     /// Images per main label in `setB/train` and `setB/test`.
     pub train_per_label: usize,
     pub test_per_label: usize,
@@ -80,6 +85,7 @@ impl Default for SynthConfig {
             other_per_label: 100,
             rare_labels: 2,
             rare_per_label: 12,
+            labelled_per_label: 60,
             train_per_label: 100,
             test_per_label: 50,
             threads: 0,
@@ -129,6 +135,13 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> io::Result<SynthSummary> {
             cfg.other_per_label
         };
         folders.push((Path::new("setA").join(label), label, count));
+        if index < first_rare && cfg.labelled_per_label > 0 {
+            folders.push((
+                Path::new("setA_labelled").join(label),
+                label,
+                cfg.labelled_per_label,
+            ));
+        }
     }
     for (part, count) in [("train", cfg.train_per_label), ("test", cfg.test_per_label)] {
         for label in MAIN_LABELS {

@@ -17,6 +17,7 @@ fn small() -> SynthConfig {
         other_per_label: 3,
         rare_labels: 1,
         rare_per_label: 1,
+        labelled_per_label: 2,
         train_per_label: 2,
         test_per_label: 1,
         threads: 1,
@@ -45,8 +46,9 @@ fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn layout_and_counts_follow_the_config() {
     let out = tempfile::tempdir().unwrap();
     let summary = generate(out.path(), &small()).unwrap();
-    // set A: 5 × 2 main + 2 × 3 other + 1 rare; set B: 5 × 2 train + 5 × 1 test.
-    assert_eq!(summary.images, 10 + 6 + 1 + 10 + 5);
+    // set A: 5 × 2 main + 2 × 3 other + 1 rare; set A labelled: 2 × 2 (not the rare
+    // label); set B: 5 × 2 train + 5 × 1 test.
+    assert_eq!(summary.images, 10 + 6 + 1 + 4 + 10 + 5);
     let written = files(out.path());
     assert_eq!(written.len(), summary.images);
     for (folder, count) in &summary.folders {
@@ -62,6 +64,16 @@ fn layout_and_counts_follow_the_config() {
         }
     }
     assert!(out.path().join("setA").join(OTHER_LABELS[2]).is_dir());
+    assert!(out
+        .path()
+        .join("setA_labelled")
+        .join(OTHER_LABELS[1])
+        .is_dir());
+    assert!(!out
+        .path()
+        .join("setA_labelled")
+        .join(OTHER_LABELS[2])
+        .exists());
     assert!(!out.path().join("setA").join(OTHER_LABELS[3]).exists());
     let image = image::open(out.path().join("setA/HSIL/HSIL_00000.png")).unwrap();
     assert_eq!((image.width(), image.height()), (32, 32));
@@ -139,6 +151,7 @@ fn labels_differ_in_nuclear_size_darkness_and_texture() {
         other_per_label: 40,
         rare_labels: 0,
         rare_per_label: 0,
+        labelled_per_label: 0,
         train_per_label: 40,
         test_per_label: 40,
         threads: 0,
@@ -209,7 +222,7 @@ fn labels_differ_in_nuclear_size_darkness_and_texture() {
 fn the_demo_sweeps_datasets_load_from_the_default_generation() {
     let root = tempfile::tempdir().unwrap();
     let summary = generate(root.path(), &SynthConfig::default()).unwrap();
-    assert_eq!(summary.images, 1474);
+    assert_eq!(summary.images, 1834);
     let cache = root.path().join("cache");
     let main: Vec<String> = MAIN_LABELS.iter().map(|s| s.to_string()).collect();
     // The datasets of sweeps/demo.toml.
@@ -222,14 +235,13 @@ fn the_demo_sweeps_datasets_load_from_the_default_generation() {
         ..DatasetSpec::default()
     };
     let a2 = DatasetSpec {
-        per_label: Some(40),
-        max_total: None,
-        split: vec![0.70, 0.15, 0.15],
-        ..a1.clone()
+        folder: "setA_labelled".into(),
+        split: vec![0.60, 0.15, 0.25],
+        ..DatasetSpec::default()
     };
     let b = DatasetSpec {
         folder: "setB/train".into(),
-        include_labels: Some(main),
+        include_labels: Some(main.clone()),
         max_total: Some(400),
         split: vec![0.85, 0.15],
         test_folder: Some("setB/test".into()),
@@ -252,9 +264,24 @@ fn the_demo_sweeps_datasets_load_from_the_default_generation() {
     };
     assert_eq!(size(&a1, Split::Train, 1.0), (600, 6));
     assert_eq!(size(&a1, Split::Train, 0.5), (300, 6));
-    assert_eq!(size(&a2, Split::Train, 1.0), (168, 6));
-    assert_eq!(size(&a2, Split::Val, 1.0), (36, 6));
-    assert_eq!(size(&a2, Split::Test, 1.0), (36, 6));
+    assert_eq!(size(&a2, Split::Train, 1.0), (216, 6));
+    assert_eq!(size(&a2, Split::Val, 1.0), (54, 6));
+    assert_eq!(size(&a2, Split::Test, 1.0), (90, 6));
+    // The linear protocol's images are none of the pretext's: same labels, other pixels.
+    let pretext: std::collections::BTreeSet<Vec<u8>> =
+        files(&root.path().join("setA")).into_values().collect();
+    let labelled = files(&root.path().join("setA_labelled"));
+    assert_eq!(labelled.len(), 360);
+    assert!(labelled.values().all(|bytes| !pretext.contains(bytes)));
+    let a1_labels: std::collections::BTreeSet<String> =
+        std::fs::read_dir(root.path().join("setA_labelled"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    assert!(
+        a1_labels.iter().all(|label| !main.contains(label)),
+        "{a1_labels:?}"
+    );
     assert_eq!(size(&b, Split::Train, 1.0), (340, 5));
     assert_eq!(size(&b, Split::Val, 1.0), (60, 5));
     assert_eq!(size(&b, Split::Test, 1.0), (200, 5));

@@ -46,6 +46,8 @@ name = "mh"
 data_root = "data"
 seeds = [0]
 max_attempts = 3
+# The test follows one job from host to host: no random-init baseline beside it.
+baselines = false
 
 [datasets.A]
 folder = "setA"

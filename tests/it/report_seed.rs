@@ -86,9 +86,17 @@ fn axes() -> Vec<String> {
     AXES.iter().map(|axis| axis.to_string()).collect()
 }
 
-/// The pretext jobs of the seed, imported from the CSV fixture, as succeeded jobs with
-/// the stage's fixed parameters.
+/// The pretext jobs of the seed, imported from the CSV fixture as summed losses (see
+/// [`seed_input_as`]).
 fn seed_input() -> ReportInput {
+    seed_input_as(report::LossConvention::Sum)
+}
+
+/// The pretext jobs of the seed, imported from the CSV fixture, as succeeded jobs with
+/// the stage's fixed parameters and their losses declared in `convention`, as
+/// `report import --loss-convention` records it. The seed's losses are the sum of both
+/// halves (its 9.78 at batch 64 lies above ln(127) = 4.84, the mean's chance level).
+fn seed_input_as(convention: report::LossConvention) -> ReportInput {
     let rows = report::parse_import_csv(
         &read_fixture("seed_stage1.csv"),
         Path::new("seed_stage1.csv"),
@@ -103,13 +111,17 @@ fn seed_input() -> ReportInput {
             params.insert("optimizer".into(), json!("lars"));
             params.insert("epochs".into(), json!(100));
             params.insert("seed".into(), json!(0));
+            let mut result = row.result;
+            if convention == report::LossConvention::Sum {
+                result.insert("loss_convention".into(), json!("sum"));
+            }
             job(
                 index as u128 + 1,
                 "pretext",
                 StageKind::Pretext,
                 JobState::Succeeded,
                 params,
-                Some(Value::Object(row.result)),
+                Some(Value::Object(result)),
             )
         })
         .collect();
@@ -213,19 +225,73 @@ fn report_regenerates_the_seeds_twelve_tables_with_bold_from_the_numbers() {
     }
     assert_eq!(corrected, SEED_BOLD_MISTAKES.len());
 
-    // Chance levels beside each batch size: REFERENCE.md's ln(2N−1).
+    // Chance levels beside each batch size: REFERENCE.md's ln(2N−1), doubled for losses
+    // summed over both halves (2 × 4.8442, 2 × 5.5413, 2 × 6.2364).
     for (batch, heading) in [
-        (64, "#### batch 64 — chance ln(127) = 4.84"),
-        (128, "#### batch 128 — chance ln(255) = 5.54"),
-        (256, "#### batch 256 — chance ln(511) = 6.24"),
+        (
+            64,
+            "#### batch 64 — chance 2·ln(127) = 9.69 (losses summed over both halves)",
+        ),
+        (
+            128,
+            "#### batch 128 — chance 2·ln(255) = 11.08 (losses summed over both halves)",
+        ),
+        (
+            256,
+            "#### batch 256 — chance 2·ln(511) = 12.47 (losses summed over both halves)",
+        ),
     ] {
         assert!(ours
             .iter()
             .filter(|row| row.batch == batch)
             .all(|row| row.heading == heading));
     }
-    // A finished study has nothing to mark.
-    assert!(!markdown.contains("Marks:"), "{markdown}");
+    // A finished study marks only the losses that are not below chance: one cell,
+    // ResNet-50 on 12.000 images at batch 64 and projection 32 (9.78 ≥ 9.69).
+    assert_eq!(
+        at_chance_cells(&ours),
+        [("ResNet-50".to_string(), 64, "12.000".to_string(), 0)]
+    );
+    assert!(
+        markdown.contains("Marks: ≥ loss not below chance (learned nothing measurable)."),
+        "{markdown}"
+    );
+}
+
+/// (backbone, batch, data, projection column) of every cell marked as not below chance.
+fn at_chance_cells(rows: &[TableRow]) -> Vec<(String, u64, String, usize)> {
+    rows.iter()
+        .flat_map(|row| {
+            row.cells
+                .iter()
+                .enumerate()
+                .filter(|(_, cell)| cell.contains('≥'))
+                .map(|(column, _)| (row.backbone.clone(), row.batch, row.data.clone(), column))
+        })
+        .collect()
+}
+
+#[test]
+fn the_seeds_numbers_read_as_means_mark_every_cell_at_or_above_ln_2n_minus_1() {
+    let markdown = report::markdown(&seed_input_as(report::LossConvention::Mean));
+    let ours = pretext_rows(&markdown);
+    let seed = seed_rows();
+    let mut expected = Vec::new();
+    for row in &seed {
+        let chance = ((2 * row.batch - 1) as f64).ln();
+        for (column, number) in row.numbers.iter().enumerate() {
+            if *number >= chance {
+                expected.push((row.backbone.clone(), row.batch, row.data.clone(), column));
+            }
+        }
+    }
+    // A quarter of the seed's table would have learned nothing, were its losses means.
+    assert_eq!(expected.len(), 26);
+    assert_eq!(at_chance_cells(&ours), expected);
+    assert!(
+        markdown.contains("#### batch 64 — chance ln(127) = 4.84\n"),
+        "{markdown}"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The demo's pipeline through [`run_job`], on the generated demo dataset: a pretext
-//! cell of `sweeps/demo.toml` learns (its loss falls below chance), and the linear
-//! and fine-tune jobs its winner starts give sensible figures. Also: a downstream
+//! The demo's pipeline through [`run_job`], on the generated demo dataset: the pretext
+//! cell `sweeps/demo.toml` selects learns (its loss ends 10 % below chance), the linear
+//! protocol on it beats its random-init baseline, and no fine-tune collapses onto one
+//! class. Also: a downstream
 //! stage that gives no batch size trains with the protocol's, not the pretext's.
 
 use std::path::Path;
@@ -71,13 +72,14 @@ fn the_demo_pipeline_learns_and_its_downstream_figures_are_sensible() {
     synth::generate(&data, &cfg).expect("the demo dataset is written");
     let spec = demo_spec(&shipped_text("demo.toml"), &data);
 
-    // One pretext cell as submitted: batch 32, projection 16, the whole A1, 3 epochs.
+    // The cell the demo's rule picks (largest batch, then lowest loss), as submitted:
+    // batch 64, projection 32, the whole A1, the demo's epochs.
     let cell = expand::expand(&spec)
         .into_iter()
         .find(|job| {
             job.kind == StageKind::Pretext
-                && job.params["batch_size"] == json!(32)
-                && job.params["projection_dim"] == json!(16)
+                && job.params["batch_size"] == json!(64)
+                && job.params["projection_dim"] == json!(32)
                 && job.params["data_fraction"] == json!(1.0)
         })
         .expect("the demo grid has this cell");
@@ -89,14 +91,15 @@ fn the_demo_pipeline_learns_and_its_downstream_figures_are_sensible() {
             _ => None,
         })
         .collect();
-    let chance = 63f64.ln();
+    let chance = 127f64.ln();
     eprintln!("demo pretext losses {losses:?}, chance {chance:.4}");
     assert_eq!(figure(&pretext, "chance_loss"), chance);
     assert_eq!(pretext["train_images"], json!(600));
-    assert_eq!(losses.len(), 3);
+    assert_eq!(losses.len() as i64, cell.params["epochs"].as_i64().unwrap());
+    let last = *losses.last().unwrap();
     assert!(
-        losses[2] < losses[0] && losses[2] < chance,
-        "the loss falls below ln(2N-1) = {chance:.3}: {losses:?}"
+        last < 0.9 * chance,
+        "the loss ends at least 10 % below ln(2N-1) = {chance:.3}: {losses:?}"
     );
     let checkpoint = pretext["checkpoint"]
         .as_str()
@@ -112,13 +115,19 @@ fn the_demo_pipeline_learns_and_its_downstream_figures_are_sensible() {
     };
     let jobs = expand::downstream(&spec, "winners", &winner);
     assert_eq!(jobs.len(), 2, "a linear and a fine-tune job");
-    for job in &jobs {
-        let (result, events) = run(&train_job(
-            &spec,
-            job,
-            dir.path(),
-            Some(Path::new(&checkpoint)),
-        ));
+    let baselines = expand::baselines(&spec);
+    assert_eq!(
+        baselines.len(),
+        2,
+        "a random-init baseline per downstream stage"
+    );
+    let mut accuracy_of = std::collections::BTreeMap::new();
+    for (job, init) in jobs
+        .iter()
+        .map(|job| (job, Some(Path::new(&checkpoint))))
+        .chain(baselines.iter().map(|job| (job, None)))
+    {
+        let (result, events) = run(&train_job(&spec, job, dir.path(), init));
         let classes = result["per_class"]
             .as_array()
             .expect("per-class figures")
@@ -129,14 +138,23 @@ fn the_demo_pipeline_learns_and_its_downstream_figures_are_sensible() {
             assert!((0.0..=1.0).contains(&value), "{name} = {value}");
         }
         let accuracy = figure(&result, "accuracy");
+        let precision = figure(&result, "precision");
+        let baseline = init.is_none();
         eprintln!(
-            "{:?}: accuracy {accuracy:.3} over {classes} classes",
-            job.kind
+            "{:?}{}: accuracy {accuracy:.3}, precision {precision:.3} over {classes} classes",
+            job.kind,
+            if baseline { " (random init)" } else { "" }
         );
-        // The demo's fine-tune runs only 3 short epochs: above chance is all it promises.
         assert!(
             accuracy > chance + 0.05,
             "{:?} accuracy {accuracy:.3} is above chance {chance:.3}",
+            job.kind
+        );
+        // A network that calls most images one class has a macro precision far from
+        // its accuracy; the demo's fine-tune once did (0.28 against 0.114).
+        assert!(
+            (precision - accuracy).abs() <= 0.1,
+            "{:?}: precision {precision:.3} within 0.1 of accuracy {accuracy:.3}",
             job.kind
         );
         // The confusion matrix counts every test image once.
@@ -151,7 +169,19 @@ fn the_demo_pipeline_learns_and_its_downstream_figures_are_sensible() {
         assert!(events.iter().any(
             |e| matches!(e, TrainEvent::Metric { name, value, .. } if name == "val_accuracy" && value.is_finite())
         ));
+        accuracy_of.insert((job.kind == StageKind::Linear, baseline), accuracy);
     }
+    let (linear, linear_random) = (accuracy_of[&(true, false)], accuracy_of[&(true, true)]);
+    let finetune = accuracy_of[&(false, false)];
+    assert!(
+        linear > linear_random,
+        "the linear protocol on the pretrained encoder ({linear:.3}) beats random init \
+         ({linear_random:.3})"
+    );
+    assert!(
+        finetune > linear,
+        "fine-tuning ({finetune:.3}) beats the linear protocol ({linear:.3})"
+    );
 }
 
 /// The demo's linear stage without its `batch_size`: the job trains with the

@@ -208,6 +208,7 @@ pub fn spec(name: &str, stages: Vec<StageSpec>, selections: Vec<SelectionSpec>) 
         datasets: Default::default(),
         stages,
         selections,
+        baselines: false,
     }
 }
 

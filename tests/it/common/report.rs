@@ -350,12 +350,20 @@ pub fn demo_input() -> sweeper::report::ReportInput {
             stale: None,
         },
     ];
-    let downstream_params = |batch: i64, lr: f64, seed: i64| {
+    // A downstream job carries its winner's architecture, as `expand::downstream`
+    // writes it; a baseline the same with `baseline = true` and no parent.
+    let downstream_params = |backbone: &str, batch: i64, lr: f64, seed: i64| {
         params(&[
+            ("backbone", json!(backbone)),
             ("batch_size", json!(batch)),
             ("lr", json!(lr)),
             ("seed", json!(seed)),
         ])
+    };
+    let baseline_params = |backbone: &str, lr: f64, seed: i64| {
+        let mut p = downstream_params(backbone, 64, lr, seed);
+        p.insert("baseline".into(), json!(true));
+        p
     };
     let classification = |accuracy: f64, precision: f64, recall: f64, f1: f64| {
         Some(json!({
@@ -370,7 +378,7 @@ pub fn demo_input() -> sweeper::report::ReportInput {
             "linear",
             StageKind::Linear,
             Succeeded,
-            downstream_params(64, 0.2, 0),
+            downstream_params("small_resnet", 64, 0.2, 0),
             classification(0.6125, 0.6, 0.59, 0.5949),
         ),
         job(
@@ -378,7 +386,7 @@ pub fn demo_input() -> sweeper::report::ReportInput {
             "linear",
             StageKind::Linear,
             Running,
-            downstream_params(64, 0.2, 0),
+            downstream_params("resnet18", 64, 0.2, 0),
             None,
         ),
         job(
@@ -386,7 +394,7 @@ pub fn demo_input() -> sweeper::report::ReportInput {
             "finetune",
             StageKind::Finetune,
             Succeeded,
-            downstream_params(64, 0.001, 0),
+            downstream_params("small_resnet", 64, 0.001, 0),
             classification(0.7, 0.71, 0.69, 0.7),
         ),
         job(
@@ -394,7 +402,7 @@ pub fn demo_input() -> sweeper::report::ReportInput {
             "finetune",
             StageKind::Finetune,
             Succeeded,
-            downstream_params(64, 0.001, 1),
+            downstream_params("small_resnet", 64, 0.001, 1),
             classification(0.72, 0.7, 0.71, 0.704),
         ),
         job(
@@ -402,7 +410,7 @@ pub fn demo_input() -> sweeper::report::ReportInput {
             "finetune",
             StageKind::Finetune,
             Failed,
-            downstream_params(64, 0.001, 0),
+            downstream_params("resnet18", 64, 0.001, 0),
             None,
         ),
     ];
@@ -410,6 +418,50 @@ pub fn demo_input() -> sweeper::report::ReportInput {
         job.parent = Some(Uuid::from_u128(parent));
     }
     jobs.extend(downstream_jobs);
+    // Random-init baselines: small_resnet's finished (two seeds for fine-tuning),
+    // resnet18's linear one still queued.
+    jobs.extend([
+        job(
+            25,
+            "linear",
+            StageKind::Linear,
+            Succeeded,
+            baseline_params("small_resnet", 0.2, 0),
+            classification(0.3915, 0.4, 0.39, 0.38),
+        ),
+        job(
+            26,
+            "linear",
+            StageKind::Linear,
+            Queued,
+            baseline_params("resnet18", 0.2, 0),
+            None,
+        ),
+        job(
+            27,
+            "finetune",
+            StageKind::Finetune,
+            Succeeded,
+            baseline_params("small_resnet", 0.001, 0),
+            classification(0.6, 0.6, 0.6, 0.59),
+        ),
+        job(
+            28,
+            "finetune",
+            StageKind::Finetune,
+            Succeeded,
+            baseline_params("small_resnet", 0.001, 1),
+            classification(0.62, 0.61, 0.6, 0.61),
+        ),
+        job(
+            29,
+            "finetune",
+            StageKind::Finetune,
+            Succeeded,
+            baseline_params("resnet18", 0.001, 0),
+            classification(0.5, 0.5, 0.5, 0.5),
+        ),
+    ]);
     let curves = (1..=11u128)
         .map(|id| {
             let start = 5.0 + id as f64 * 0.01;
