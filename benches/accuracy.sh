@@ -162,13 +162,6 @@ run_sweeper() {
   local found linear baseline loss
   found=$(read_report "$dir/report.json") || return
   read -r linear baseline loss <<<"$found"
-  if [[ $baseline == missing ]]; then
-    # A sweeper that queues no baselines: the linear stage by hand, without --init.
-    baseline=$("$BIN" train "$dir/accuracy.toml" --stage linear --set backbone=small_resnet \
-        --set image_size=$IMAGE_SIZE --set seed="$seed" --device cpu --out "$dir/baseline" \
-        --cache "$dir/artifacts/cache" 2>>"$dir/worker.log" |
-      "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["accuracy"])') || return
-  fi
   echo "$linear $baseline $loss"
 }
 

@@ -46,6 +46,9 @@ fn seed_numbers_imported_then_reported_and_selected_by_the_rule() {
             "pretext",
             "--sweep-file",
             sweep_file.to_str().unwrap(),
+            // The seed logged google-research/simclr's sum of both halves.
+            "--loss-convention",
+            "sum",
             "--db",
             db,
         ],
@@ -105,7 +108,12 @@ fn seed_numbers_imported_then_reported_and_selected_by_the_rule() {
             "--no-data-check",
         ],
     ));
-    assert!(submit.contains("0 jobs added"), "{submit}");
+    // Only the random-init baselines, one per backbone for each downstream stage,
+    // were never run: submit adds them and keeps every imported cell.
+    assert!(
+        submit.contains("8 jobs added, 108 already stored and kept"),
+        "{submit}"
+    );
 }
 
 #[test]

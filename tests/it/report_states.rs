@@ -52,13 +52,16 @@ fn unfinished_cells_carry_marks_and_never_bold() {
     assert!(markdown.contains(
         "Marks: … queued, ▶ running, ✗ failed, ⊘ cancelled, – no job (not submitted or excluded)."
     ));
-    assert!(markdown.contains("24 jobs: 18 succeeded, 2 running, 1 queued, 2 failed, 1 cancelled."));
+    assert!(markdown.contains("29 jobs: 22 succeeded, 2 running, 2 queued, 2 failed, 1 cancelled."));
     let linear = table_after(&markdown, "## Stage 2");
-    assert_eq!(linear[1], vec!["ResNet18_projection16", "▶", "▶", "▶", "▶"]);
+    assert_eq!(
+        linear[1],
+        vec!["ResNet18_projection16", "▶", "▶", "▶", "▶", "–", "–"]
+    );
     let finetune = table_after(&markdown, "## Stage 3");
     assert_eq!(
         finetune[1],
-        vec!["ResNet18_projection16", "✗", "✗", "✗", "✗"]
+        vec!["ResNet18_projection16", "✗", "✗", "✗", "✗", "–", "–"]
     );
     // 0.7 and 0.72: 0.71 ± 0.014.
     assert_eq!(finetune[0][1], "**0.71 ± 0.014**");
@@ -142,7 +145,7 @@ fn long_forms_carry_every_job_whatever_its_state() {
     );
     assert_eq!(&header[header.len() - 2..], &["metric", "value"]);
     assert!(csv.contains(
-       "demo,pretext,00000000-0000-0000-0000-00000000000c,,failed,small_resnet,0.5,64,32,3,,lars,1,,"
+       "demo,pretext,00000000-0000-0000-0000-00000000000c,,failed,small_resnet,0.5,64,32,,3,,lars,1,,"
     ));
 
     let json = report::json(&input);

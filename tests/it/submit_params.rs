@@ -612,7 +612,23 @@ async fn every_documented_parameter_reaches_the_trainer(db: &TestDb) {
         .jobs(&JobFilter::default(), None)
         .await
         .expect("the jobs");
-    assert_eq!(jobs.len(), 8);
+    assert_eq!(jobs.len(), 10);
+    // Beside the 8 cells, one random-init baseline per downstream stage, whose typed
+    // parameters say so and carry the pretext grid's architecture.
+    let (baselines, jobs): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .partition(|job| job.kind != StageKind::Pretext);
+    assert_eq!(baselines.len(), 2);
+    for job in &baselines {
+        let typed = sweeper::sweep::params::DownstreamParams::from_params(&job.params)
+            .expect("a baseline's params parse");
+        assert!(typed.baseline, "{:?}", job.params);
+        assert_eq!(
+            (typed.backbone.as_str(), typed.image_size, typed.seed),
+            ("small_resnet", Some(32), 7)
+        );
+        assert!(job.parent_job_id.is_none());
+    }
     let mut seen = std::collections::BTreeSet::new();
     for job in &jobs {
         assert_eq!(job.kind, StageKind::Pretext);
@@ -683,7 +699,8 @@ async fn a_changed_file_is_refused_unless_it_is_a_new_version(db: &TestDb) {
     let first = submit(db, GOOD, &[]);
     assert!(first.status.success());
     assert!(
-        String::from_utf8_lossy(&first.stdout).contains("(version 1): 8 jobs added"),
+        // 8 pretext cells and a random-init baseline for each downstream stage.
+        String::from_utf8_lossy(&first.stdout).contains("(version 1): 10 jobs added"),
         "{}",
         String::from_utf8_lossy(&first.stdout)
     );
@@ -736,22 +753,24 @@ async fn a_changed_file_is_refused_unless_it_is_a_new_version(db: &TestDb) {
     let extended = submit(db, &wider, &[]);
     let stdout = String::from_utf8_lossy(&extended.stdout);
     assert!(
-        stdout.contains("(version 2): 4 jobs added, 8 already stored"),
+        stdout.contains("(version 2): 4 jobs added, 10 already stored"),
         "{stdout}"
     );
 
-    // A real change, asked for: every cell is new under version 3.
+    // A real change, asked for: every pretext cell is new under version 3, and so is
+    // the fine-tune baseline (the edit also turns its `max_epochs = 3` into 5); the
+    // linear baseline, which neither touches, is kept.
     let changed = wider.replace("epochs = 3", "epochs = 5");
     let output = submit(db, &changed, &["--new-version"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("(version 3): 12 jobs added, 0 already"),
+        stdout.contains("(version 3): 13 jobs added, 1 already"),
         "{stdout}"
     );
 
     assert_eq!(
         query(db, "SELECT spec_version, COUNT(*) AS n FROM jobs GROUP BY spec_version ORDER BY spec_version"),
-        "spec_version,n\n1,8\n2,4\n3,12\n"
+        "spec_version,n\n1,10\n2,4\n3,13\n"
     );
     let versions = query(
         db,

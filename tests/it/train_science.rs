@@ -47,7 +47,7 @@ fn simclr_features_beat_random_features_on_shapes() {
 
     let p = common::params(json!({
         "batch_size": 32, "projection_dim": 64, "epochs": 5, "seed": 0,
-        "optimizer": "adam", "lr_base": 0.016, "weight_decay": 0.0, "temperature": 0.1,
+        "optimizer": "adam", "lr_base": 0.016, "lr_sqrt": false, "weight_decay": 0.0, "temperature": 0.1,
         "crop_min_scale": 0.25, "checkpoint_every": 5
     }));
     let cfg = PretextConfig::with_arch(&p, arch.clone(), IMAGE_SIZE as i64).expect("valid");

@@ -214,7 +214,7 @@ impl Checker<'_> {
             datasets,
             stages,
             selections,
-            baselines: sweep.baselines.as_ref().is_none_or(|b| *b.get_ref()),
+            baselines: sweep.baselines.as_ref().map_or(true, |b| *b.get_ref()),
         })
     }
 
