@@ -31,7 +31,7 @@ use super::loader;
 use super::optim::{Optimizer, OptimizerKind};
 use super::pretext::trainable;
 use super::schedule::Schedule;
-use super::{TrainError, TrainEvent, TrainResult};
+use super::{EpochSummary, TrainError, TrainEvent, TrainResult};
 
 /// Which protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +341,7 @@ fn linear(
     let mut best = snapshot(&vs);
     let mut epochs_run = 0;
     for epoch in 1..=cfg.max_epochs {
+        let started = std::time::Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(checkpoint::epoch_seed(cfg.seed, epoch));
         let order = loader::epoch_order(n, &mut rng);
         let mut loss_sum = 0.0;
@@ -360,7 +361,17 @@ fn linear(
         }
         let val_accuracy =
             tch::no_grad(|| accuracy(&classifier.forward(&val_x).argmax(1, false), &val_y));
-        report(events, epoch, loss_sum / batches as f64, val_accuracy);
+        report(
+            events,
+            Epoch {
+                epoch,
+                epochs: cfg.max_epochs,
+                images: n,
+                started,
+            },
+            loss_sum / batches as f64,
+            val_accuracy,
+        );
         check_finite(loss_sum, epoch)?;
         epochs_run = epoch;
         if stop.improved(epoch, val_accuracy) {
@@ -433,6 +444,7 @@ fn finetune(
     let mut best = snapshot(&vs);
     let mut epochs_run = 0;
     for epoch in 1..=cfg.max_epochs {
+        let started = std::time::Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(checkpoint::epoch_seed(cfg.seed, epoch));
         let order = loader::epoch_order(n, &mut rng);
         let mut loss_sum = 0.0;
@@ -474,7 +486,12 @@ fn finetune(
         })?;
         report(
             events,
-            epoch,
+            Epoch {
+                epoch,
+                epochs: cfg.max_epochs,
+                images: n,
+                started,
+            },
             loss_sum / batches.max(1) as f64,
             val_accuracy,
         );
@@ -500,14 +517,32 @@ fn check_finite(loss_sum: f64, epoch: i64) -> TrainResult<()> {
     }
 }
 
-fn report(events: &Sender<TrainEvent>, epoch: i64, train_loss: f64, val_accuracy: f64) {
+/// Where an epoch of a downstream run is, for its report.
+struct Epoch {
+    epoch: i64,
+    epochs: i64,
+    /// Training images seen per epoch.
+    images: i64,
+    started: std::time::Instant,
+}
+
+fn report(events: &Sender<TrainEvent>, at: Epoch, train_loss: f64, val_accuracy: f64) {
     for (name, value) in [("train_loss", train_loss), ("val_accuracy", val_accuracy)] {
         let _ = events.send(TrainEvent::Metric {
-            step: epoch,
+            step: at.epoch,
             name: name.to_string(),
             value,
         });
     }
+    let seconds = at.started.elapsed().as_secs_f64();
+    let _ = events.send(TrainEvent::Epoch(EpochSummary {
+        epoch: at.epoch,
+        epochs: at.epochs,
+        metric: "val_accuracy",
+        value: val_accuracy,
+        images_per_s: at.images as f64 / seconds.max(1e-9),
+        seconds,
+    }));
 }
 
 fn outcome(

@@ -87,7 +87,7 @@ pub fn plan_standalone(request: &StandaloneRequest) -> Result<StandalonePlan, Pl
         sweep::expand::expand(spec)
             .into_iter()
             .filter(|job| job.stage == stage.name)
-            .find(|job| matches_settings(&job.params, &settings))
+            .find(|job| matches_settings(stage, &job.params, &settings))
             .map(|job| job.params)
             .ok_or_else(|| PlanError::NoMatchingCell(stage.name.clone()))?
     } else {
@@ -141,12 +141,21 @@ fn parse_settings(items: &[String]) -> Result<Vec<(String, Value)>, PlanError> {
 
 /// A cell matches when every setting it has is equal (numbers by value: `64` is
 /// `64.0`); settings it lacks are overrides, not filters.
-fn matches_settings(params: &Params, settings: &[(String, Value)]) -> bool {
-    settings.iter().all(|(key, value)| {
-        params.get(key).map_or(true, |v| {
-            v == value || v.as_f64().is_some() && v.as_f64() == value.as_f64()
+/// Whether a cell has every `--set` value of the stage's grid axes (and seed); other
+/// keys, such as a fixed `epochs`, only override.
+fn matches_settings(
+    stage: &sweep::StageSpec,
+    params: &Params,
+    settings: &[(String, Value)],
+) -> bool {
+    settings
+        .iter()
+        .filter(|(key, _)| key == "seed" || stage.grid.iter().any(|(axis, _)| axis == key))
+        .all(|(key, value)| {
+            params.get(key).map_or(true, |v| {
+                v == value || v.as_f64().is_some() && v.as_f64() == value.as_f64()
+            })
         })
-    })
 }
 
 #[cfg(test)]
@@ -172,18 +181,40 @@ mod tests {
     }
 
     #[test]
-    fn a_cell_matches_numbers_by_value_and_ignores_keys_it_lacks() {
-        let params: Params = serde_json::from_value(json!({"batch_size": 64, "lr": 0.5})).unwrap();
+    fn a_cell_matches_grid_values_by_value_and_other_keys_only_override() {
+        let stage = sweep::StageSpec {
+            name: "pretext".into(),
+            kind: sweep::StageKind::Pretext,
+            dataset: None,
+            grid: vec![("batch_size".into(), vec![json!(32), json!(64)])],
+            params: Params::new(),
+            exclude: Vec::new(),
+            from: None,
+            command: None,
+            seeds: None,
+            priority: 0,
+            max_attempts: 1,
+        };
+        let params: Params =
+            serde_json::from_value(json!({"batch_size": 64, "epochs": 15, "seed": 0})).unwrap();
+        // A fixed parameter of another value is an override, not a mismatch.
         assert!(matches_settings(
+            &stage,
             &params,
             &[
                 ("batch_size".into(), json!(64.0)),
-                ("epochs".into(), json!(3))
+                ("epochs".into(), json!(2))
             ]
         ));
         assert!(!matches_settings(
+            &stage,
             &params,
             &[("batch_size".into(), json!(32))]
+        ));
+        assert!(!matches_settings(
+            &stage,
+            &params,
+            &[("seed".into(), json!(1))]
         ));
     }
 }

@@ -22,7 +22,7 @@ use super::loader;
 use super::optim::Optimizer;
 use super::schedule::Schedule;
 use super::simclr::{self, ProjectionHead};
-use super::{TrainError, TrainEvent, TrainResult};
+use super::{EpochSummary, TrainError, TrainEvent, TrainResult};
 
 /// The result of a pretext run.
 #[derive(Debug, Clone, PartialEq)]
@@ -269,6 +269,14 @@ pub fn train(
             attempt,
             values,
         });
+        let _ = events.send(TrainEvent::Epoch(EpochSummary {
+            epoch: done,
+            epochs: cfg.epochs,
+            metric: "loss",
+            value: mean_loss,
+            images_per_s: (steps_per_epoch * cfg.batch_size) as f64 / seconds,
+            seconds,
+        }));
         epoch_losses.push(mean_loss);
         if done % cfg.checkpoint_every == 0 || done == cfg.epochs {
             let sidecar = Sidecar {

@@ -61,6 +61,10 @@ pub fn train_standalone(job: &TrainJob, cancel: Arc<AtomicBool>) -> TrainResult<
             TrainEvent::Resumed { epoch, .. } => {
                 bar.println(format!("resumed after epoch {epoch}"))
             }
+            // Without a terminal the bar draws nothing: the epoch lines are the
+            // progress a log or a pipe sees.
+            TrainEvent::Epoch(summary) if bar.is_hidden() => eprintln!("{}", summary.line()),
+            TrainEvent::Epoch(_) => {}
         }
     }
     bar.finish();

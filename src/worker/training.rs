@@ -18,6 +18,7 @@ pub(crate) fn start(job: TrainJob) -> Result<Execution, Failure> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     let name = format!("train-{}", job.job_id);
+    let (job_id, kind) = (job.job_id, job.kind);
     // Started first: a training thread must never run without its event pump.
     // It forwards until the training thread drops its sender.
     std::thread::Builder::new()
@@ -25,6 +26,11 @@ pub(crate) fn start(job: TrainJob) -> Result<Execution, Failure> {
         .spawn(move || {
             for event in train_rx {
                 let event = match event {
+                    // One line per epoch in the worker's log; nothing to store.
+                    TrainEvent::Epoch(summary) => {
+                        tracing::info!(job = %job_id, kind = kind.as_str(), "{}", summary.line());
+                        continue;
+                    }
                     TrainEvent::Metric { step, name, value } => {
                         JobEvent::Metric(MetricPoint { step, name, value })
                     }

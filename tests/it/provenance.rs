@@ -88,6 +88,19 @@ async fn trained_and_imported_rows_say_what_produced_them(db: &TestDb) {
     let mut worker = vec![db.spawn_worker(0, &["--exit-when-idle"])];
     let statuses = wait_all(&mut worker, Duration::from_secs(600));
     assert!(statuses[0].success(), "{}", db.worker_logs());
+    // Each training job's epoch is one line of the log, with its loss and speed.
+    let logs = db.worker_logs();
+    let epoch_lines: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("epoch 1/1: loss ") && line.contains(" images/s, eta 0 s"))
+        .collect();
+    assert_eq!(epoch_lines.len(), 2, "{logs}");
+    assert!(
+        epoch_lines
+            .iter()
+            .all(|line| line.contains("kind=\"pretext\"") || line.contains("kind=pretext")),
+        "{logs}"
+    );
 
     let store = db.store().await;
     let jobs = store.jobs(&JobFilter::default(), None).await.expect("jobs");
