@@ -341,7 +341,7 @@ fn linear(
     let mut best = snapshot(&vs);
     let mut epochs_run = 0;
     for epoch in 1..=cfg.max_epochs {
-        let started = std::time::Instant::now();
+        let at = Epoch::begin(epoch, cfg, n);
         let mut rng = ChaCha8Rng::seed_from_u64(checkpoint::epoch_seed(cfg.seed, epoch));
         let order = loader::epoch_order(n, &mut rng);
         let mut loss_sum = 0.0;
@@ -361,17 +361,7 @@ fn linear(
         }
         let val_accuracy =
             tch::no_grad(|| accuracy(&classifier.forward(&val_x).argmax(1, false), &val_y));
-        report(
-            events,
-            Epoch {
-                epoch,
-                epochs: cfg.max_epochs,
-                images: n,
-                started,
-            },
-            loss_sum / batches as f64,
-            val_accuracy,
-        );
+        report(events, at, loss_sum / batches as f64, val_accuracy);
         check_finite(loss_sum, epoch)?;
         epochs_run = epoch;
         if stop.improved(epoch, val_accuracy) {
@@ -444,7 +434,7 @@ fn finetune(
     let mut best = snapshot(&vs);
     let mut epochs_run = 0;
     for epoch in 1..=cfg.max_epochs {
-        let started = std::time::Instant::now();
+        let at = Epoch::begin(epoch, cfg, n);
         let mut rng = ChaCha8Rng::seed_from_u64(checkpoint::epoch_seed(cfg.seed, epoch));
         let order = loader::epoch_order(n, &mut rng);
         let mut loss_sum = 0.0;
@@ -484,17 +474,7 @@ fn finetune(
             recalibrate_batch_norm(&vs, &backbone, splits.train, cfg, device, cancel)?;
             Ok(accuracy(&predict(splits.val)?, &val_y))
         })?;
-        report(
-            events,
-            Epoch {
-                epoch,
-                epochs: cfg.max_epochs,
-                images: n,
-                started,
-            },
-            loss_sum / batches.max(1) as f64,
-            val_accuracy,
-        );
+        report(events, at, loss_sum / batches.max(1) as f64, val_accuracy);
         epochs_run = epoch;
         if stop.improved(epoch, val_accuracy) {
             best = snapshot(&vs);
@@ -524,6 +504,18 @@ struct Epoch {
     /// Training images seen per epoch.
     images: i64,
     started: std::time::Instant,
+}
+
+impl Epoch {
+    /// Epoch `epoch` of `cfg.max_epochs` starts now, over `images` training images.
+    fn begin(epoch: i64, cfg: &DownstreamConfig, images: i64) -> Epoch {
+        Epoch {
+            epoch,
+            epochs: cfg.max_epochs,
+            images,
+            started: std::time::Instant::now(),
+        }
+    }
 }
 
 fn report(events: &Sender<TrainEvent>, at: Epoch, train_loss: f64, val_accuracy: f64) {
