@@ -201,7 +201,7 @@ touch '{dir}/done'
     submit(&store, &spec("o", vec![script_stage(&script)], vec![])).await;
     let mut worker = spawn_worker(&db, &proxy.url(&db.url), &["--exit-when-idle"]);
     let job = running_job(&store).await;
-    let recorded = eventually(Duration::from_secs(30), || async {
+    let recorded = eventually(Duration::from_secs(120), || async {
         store.metrics(job).await.unwrap().len() == 3
     })
     .await;
@@ -209,7 +209,7 @@ touch '{dir}/done'
 
     proxy.cut().await;
     std::fs::write(db.path("outage"), "").unwrap();
-    let noticed = eventually(Duration::from_secs(30), || async {
+    let noticed = eventually(Duration::from_secs(120), || async {
         db.path("done").exists() && db.worker_logs().contains("the store cannot be reached")
     })
     .await;
@@ -265,7 +265,8 @@ async fn an_end_the_store_never_took_is_logged_with_its_job() {
     std::fs::write(
         &script,
         format!(
-            r#"while [ ! -e '{dir}/outage' ]; do sleep 0.1; done
+            r#"touch '{dir}/started'
+while [ ! -e '{dir}/outage' ]; do sleep 0.1; done
 echo '{{"result": {{"loss": 2.5}}}}'
 touch '{dir}/done'
 "#
@@ -275,9 +276,20 @@ touch '{dir}/done'
     submit(&store, &spec("lost", vec![script_stage(&script)], vec![])).await;
     let mut worker = spawn_worker(&db, &proxy.url(&db.url), &["--shutdown-grace-secs", "1"]);
     let job = running_job(&store).await;
+    // The program runs before the store goes away: a worker that is still setting
+    // the job up when the cut comes waits for the store instead of starting it.
+    let started = eventually(Duration::from_secs(120), || async {
+        db.path("started").exists()
+    })
+    .await;
+    assert!(
+        started,
+        "the job's program never started: {}",
+        db.worker_logs()
+    );
     proxy.cut().await;
     std::fs::write(db.path("outage"), "").unwrap();
-    let noticed = eventually(Duration::from_secs(30), || async {
+    let noticed = eventually(Duration::from_secs(120), || async {
         db.path("done").exists() && db.worker_logs().contains("the store cannot be reached")
     })
     .await;
