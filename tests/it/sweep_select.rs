@@ -387,3 +387,68 @@ fn downstream_stage_seeds_run_each_winner_once_per_seed() {
         "{summary}"
     );
 }
+
+/// The report's study: one random-init baseline per backbone for each downstream
+/// stage, with the stage's own settings and no winner's, under keys no winner's job
+/// shares; off when the sweep says so.
+#[test]
+fn baselines_are_one_per_backbone_and_downstream_stage() {
+    let spec = report();
+    let baselines = sweeper::sweep::expand::baselines(&spec);
+    let placed: Vec<(&str, &str)> = baselines
+        .iter()
+        .map(|job| {
+            (
+                job.stage.as_str(),
+                job.params["backbone"].as_str().expect("a backbone"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            ("linear", "resnet50"),
+            ("linear", "resnet101"),
+            ("linear", "inception_v3"),
+            ("linear", "inception_resnet_v2"),
+            ("finetune", "resnet50"),
+            ("finetune", "resnet101"),
+            ("finetune", "inception_v3"),
+            ("finetune", "inception_resnet_v2"),
+        ]
+    );
+    for job in &baselines {
+        assert!(
+            sweeper::sweep::params::is_baseline(&job.params),
+            "{:?}",
+            job.params
+        );
+        assert_eq!(job.params["seed"], json!(0));
+        // Nothing of a pretext cell but its architecture.
+        for key in ["projection_dim", "data_fraction", "epochs", "optimizer"] {
+            assert!(!job.params.contains_key(key), "{key} in {:?}", job.params);
+        }
+        let typed = sweeper::sweep::params::DownstreamParams::from_params(&job.params)
+            .expect("typed downstream parameters");
+        assert!(typed.baseline);
+    }
+    assert_eq!(baselines[0].params["lr"], json!(0.2));
+    assert_eq!(baselines[4].params["lr"], json!(1e-4));
+
+    let groups = groups(&spec, seed_report_candidates(&spec));
+    let selection = spec.selection("winners").expect("selection exists");
+    let winner = ready(decide(selection, &groups["resnet50"]))
+        .winners
+        .remove(0);
+    let promoted: Vec<String> = downstream(&spec, "winners", &winner)
+        .into_iter()
+        .map(|job| job.key)
+        .collect();
+    assert!(baselines.iter().all(|job| !promoted.contains(&job.key)));
+
+    let off = Spec {
+        baselines: false,
+        ..spec
+    };
+    assert!(sweeper::sweep::expand::baselines(&off).is_empty());
+}
