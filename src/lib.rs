@@ -30,11 +30,15 @@
 //! - [`devices`]: what this host trains on (`sweeper devices`), `--device` parsing and
 //!   `auto` GPU picking.
 //! - [`redact`]: passwords masked out of URLs in anything shown or logged.
+//! - [`progress`]: a running job's last epoch (metric, speed, ETA) as the worker
+//!   logs and stores it, and a stage's ETA.
 //! - [`provenance`]: what produced each attempt's numbers (code, libtorch, device,
 //!   host, dataset fingerprint), stored with the attempt and summarised by `report`.
 //! - [`report`]: the study's tables (Markdown like the seed report, CSV, JSON), CSV
 //!   import of results run elsewhere (sweep file and rows, checked before anything is
 //!   written), and plots.
+//! - [`serve`]: `sweeper serve`, a read-only web dashboard over the store (axum,
+//!   server-rendered pages, the report's figures as SVG, live parts re-fetched).
 //! - [`status`]: what `status`, `jobs` and `workers` show, computed from the store's
 //!   rows, and when a registered worker counts as live.
 //!
@@ -47,9 +51,11 @@
 
 pub mod artifacts;
 pub mod devices;
+pub mod progress;
 pub mod provenance;
 pub mod redact;
 pub mod report;
+pub mod serve;
 pub mod status;
 pub mod store;
 pub mod sweep;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::store::table::Table;
+use crate::progress;
+use crate::store::table::{Format, Table};
 use crate::store::{
     JobRow, JobState, RunningRow, StageCount, Store, StoreError, StoreResult, WorkerRow,
 };
@@ -19,6 +20,8 @@ use crate::store::{
 pub struct Status {
     /// One row per sweep and stage: a count per [`JobState`] and the total.
     pub stages: Table,
+    /// The counts `stages` is made of.
+    pub counts: Vec<StageCount>,
     pub running: Vec<RunningRow>,
     /// Decisions whose group gained candidates after their downstream jobs started:
     /// kept, with the winners the rule would pick now.
@@ -37,11 +40,39 @@ impl Status {
             }
         }
         let counts = store.stage_counts(sweep).await?;
+        let running = store.running(sweep).await?;
         Ok(Status {
-            stages: stage_table(&counts),
-            running: store.running(sweep).await?,
+            stages: stage_table(&counts, &running),
+            counts,
+            running,
             stale_decisions: store.stale_decisions(sweep).await?,
         })
+    }
+
+    /// What `status` prints: the stage table, then the running jobs and the stale
+    /// decisions where there are any, each after a blank line (JSON: [`Self::to_json`]).
+    pub fn render(&self, format: Format) -> String {
+        if format == Format::Json {
+            return format!("{:#}\n", self.to_json());
+        }
+        let mut out = self.stages.render(format);
+        for table in [self.running_table(), self.stale_decisions.clone()] {
+            if !table.rows.is_empty() {
+                out.push('\n');
+                out.push_str(&table.render(format));
+            }
+        }
+        out
+    }
+
+    /// Jobs queued or running in what this status covers: none means it can only
+    /// change by a new submission or a retry.
+    pub fn active(&self) -> i64 {
+        self.counts
+            .iter()
+            .filter(|count| matches!(count.state, JobState::Queued | JobState::Running))
+            .map(|count| count.count)
+            .sum()
     }
 
     /// The running jobs as a table.
@@ -62,19 +93,30 @@ impl Status {
 }
 
 /// Counts per sweep and stage, in the store's order (sweep, then stage creation), one
-/// column per [`JobState`] plus the total.
-pub fn stage_table(counts: &[StageCount]) -> Table {
+/// column per [`JobState`], the total, how many have ended (succeeded, failed or
+/// cancelled) and the stage's ETA in seconds (see [`progress::stage_eta_seconds`];
+/// null where there is nothing to go by yet).
+pub fn stage_table(counts: &[StageCount], running: &[RunningRow]) -> Table {
     let mut columns = vec!["sweep", "stage"];
     columns.extend(JobState::ALL.iter().map(|s| s.as_str()));
-    columns.push("total");
+    columns.extend(["total", "done", "eta s"]);
     let mut table = Table::new(columns);
-    let mut rows: Vec<((&str, &str), [i64; JobState::ALL.len()])> = Vec::new();
+    struct Row<'a> {
+        key: (&'a str, &'a str),
+        per_state: [i64; JobState::ALL.len()],
+        mean_seconds: Option<f64>,
+    }
+    let mut rows: Vec<Row> = Vec::new();
     for count in counts {
         let key = (count.sweep.as_str(), count.stage.as_str());
-        let at = match rows.iter().position(|(k, _)| *k == key) {
+        let at = match rows.iter().position(|row| row.key == key) {
             Some(at) => at,
             None => {
-                rows.push((key, [0; JobState::ALL.len()]));
+                rows.push(Row {
+                    key,
+                    per_state: [0; JobState::ALL.len()],
+                    mean_seconds: None,
+                });
                 rows.len() - 1
             }
         };
@@ -82,26 +124,69 @@ pub fn stage_table(counts: &[StageCount]) -> Table {
             .iter()
             .position(|s| *s == count.state)
             .unwrap_or(0);
-        rows[at].1[column] += count.count;
+        rows[at].per_state[column] += count.count;
+        if count.state == JobState::Succeeded {
+            rows[at].mean_seconds = count.mean_seconds;
+        }
     }
-    for ((sweep, stage), per_state) in rows {
-        let mut row = vec![json!(sweep), json!(stage)];
-        row.extend(per_state.iter().map(|n| json!(n)));
-        row.push(json!(per_state.iter().sum::<i64>()));
-        table.push(row);
+    let of = |per_state: &[i64], state: JobState| {
+        JobState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .map_or(0, |at| per_state[at])
+    };
+    for row in rows {
+        let (sweep, stage) = row.key;
+        let ended: i64 = [JobState::Succeeded, JobState::Failed, JobState::Cancelled]
+            .into_iter()
+            .map(|state| of(&row.per_state, state))
+            .sum();
+        let running_left: Vec<Option<f64>> = running
+            .iter()
+            .filter(|job| job.sweep == sweep && job.stage == stage)
+            .map(|job| {
+                eta_left(job).or_else(|| {
+                    row.mean_seconds
+                        .map(|mean| (mean - job.running_seconds).max(0.0))
+                })
+            })
+            .collect();
+        let eta = progress::stage_eta_seconds(
+            row.mean_seconds,
+            of(&row.per_state, JobState::Queued),
+            &running_left,
+        );
+        let mut cells = vec![json!(sweep), json!(stage)];
+        cells.extend(row.per_state.iter().map(|n| json!(n)));
+        cells.push(json!(row.per_state.iter().sum::<i64>()));
+        cells.push(json!(ended));
+        cells.push(json!(eta.map(f64::round)));
+        table.push(cells);
     }
     table
 }
 
-/// Running jobs with worker, step and times in seconds to a tenth; a job whose worker
-/// was asked to stop it shows `(cancelling)` after its stage.
+/// Seconds a running job has left by its last epoch's pace, counted down since the
+/// worker stored that epoch.
+pub fn eta_left(job: &RunningRow) -> Option<f64> {
+    let epoch = job.epoch.as_ref()?;
+    Some((epoch.eta_seconds() - job.epoch_age_seconds.unwrap_or(0.0)).max(0.0))
+}
+
+/// Running jobs with worker, progress and times in seconds to a tenth. Progress is
+/// `epoch k/N` for training jobs (with the epoch's headline metric, images/s and the
+/// ETA), `step n` for jobs that report only steps. A job whose worker was asked to
+/// stop it shows `(cancelling)` after its stage.
 pub fn running_table(running: &[RunningRow]) -> Table {
     let mut table = Table::new([
         "running job",
         "stage",
         "attempt",
         "worker",
-        "step",
+        "progress",
+        "latest",
+        "images/s",
+        "eta s",
         "running s",
         "heartbeat age s",
         "lease left s",
@@ -113,12 +198,24 @@ pub fn running_table(running: &[RunningRow]) -> Table {
         } else {
             job.stage.clone()
         };
+        let progress = match (&job.epoch, job.step) {
+            (Some(epoch), _) => json!(format!("epoch {}/{}", epoch.epoch, epoch.epochs)),
+            (None, Some(step)) => json!(format!("step {step}")),
+            (None, None) => Value::Null,
+        };
+        let latest = job
+            .epoch
+            .as_ref()
+            .map(|epoch| json!(format!("{} {:.4}", epoch.metric, epoch.value)));
         table.push(vec![
             json!(job.id.to_string()),
             json!(stage),
             json!(job.attempt),
             json!(job.worker),
-            json!(job.step),
+            progress,
+            json!(latest),
+            json!(job.epoch.as_ref().map(|epoch| epoch.images_per_s.round())),
+            json!(eta_left(job).map(f64::round)),
             json!(tenths(job.running_seconds)),
             json!(tenths(job.heartbeat_age_seconds)),
             json!(tenths(job.lease_left_seconds)),
@@ -233,16 +330,20 @@ mod tests {
             stage: stage.into(),
             state,
             count,
+            mean_seconds: (state == JobState::Succeeded).then_some(60.0),
         }
     }
 
     #[test]
     fn stage_table_has_one_row_per_stage_in_store_order() {
-        let table = stage_table(&[
-            count("s", "pretext", JobState::Queued, 3),
-            count("s", "pretext", JobState::Succeeded, 2),
-            count("s", "linear", JobState::Failed, 1),
-        ]);
+        let table = stage_table(
+            &[
+                count("s", "pretext", JobState::Queued, 3),
+                count("s", "pretext", JobState::Succeeded, 2),
+                count("s", "linear", JobState::Failed, 1),
+            ],
+            &[],
+        );
         assert_eq!(
             table.columns,
             [
@@ -253,12 +354,15 @@ mod tests {
                 "succeeded",
                 "failed",
                 "cancelled",
-                "total"
+                "total",
+                "done",
+                "eta s"
             ]
         );
         assert_eq!(
             table.rows,
             [
+                // Three queued and nothing running: no pace to go by.
                 vec![
                     json!("s"),
                     json!("pretext"),
@@ -267,7 +371,9 @@ mod tests {
                     json!(2),
                     json!(0),
                     json!(0),
-                    json!(5)
+                    json!(5),
+                    json!(2),
+                    Value::Null
                 ],
                 vec![
                     json!("s"),
@@ -277,7 +383,9 @@ mod tests {
                     json!(0),
                     json!(1),
                     json!(0),
-                    json!(1)
+                    json!(1),
+                    json!(1),
+                    json!(0.0)
                 ],
             ]
         );
@@ -317,6 +425,8 @@ mod tests {
             attempt: 1,
             worker: Some("w".into()),
             step: Some(4),
+            epoch: None,
+            epoch_age_seconds: None,
             running_seconds: 12.345,
             heartbeat_age_seconds: 0.04,
             lease_left_seconds: 59.96,
@@ -324,7 +434,8 @@ mod tests {
         };
         let table = running_table(&[row]);
         assert_eq!(table.rows[0][1], json!("pretext (cancelling)"));
-        assert_eq!(table.rows[0][5], json!(12.3));
-        assert_eq!(table.rows[0][7], json!(60.0));
+        assert_eq!(table.rows[0][4], json!("step 4"));
+        assert_eq!(table.rows[0][8], json!(12.3));
+        assert_eq!(table.rows[0][10], json!(60.0));
     }
 }

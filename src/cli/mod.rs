@@ -5,6 +5,7 @@
 //! - [`submit`] holds `submit`;
 //! - [`status`] holds `status`, `jobs`, `workers`, `cancel`, `retry`;
 //! - [`report`] holds `report`, `plot`, `import`, `query`, `logs`;
+//! - [`serve`] holds `serve`, the dashboard;
 //! - [`worker`] holds `worker` and its signal handling;
 //! - [`train`] holds `train`, `bench`, `devices`, `models`, `make-dataset`.
 //!
@@ -19,6 +20,7 @@ use sweeper::store::{self, Store, StoreError};
 use sweeper::sweep::SweepError;
 
 mod report;
+mod serve;
 mod status;
 mod submit;
 mod train;
@@ -72,8 +74,13 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// The study's tables: Markdown like the seed report, or every job as CSV or JSON.
     Report(report::ReportArgs),
+    /// Every metric value a sweep's jobs recorded, long form (CSV or JSON lines).
+    Metrics(report::MetricsArgs),
     /// Record results of runs made elsewhere (CSV) as succeeded jobs of a stage.
     Import(report::ImportArgs),
+    /// A read-only web dashboard over the store: sweeps, progress, decisions, the
+    /// report's tables and figures, jobs with live curves, workers.
+    Serve(serve::ServeArgs),
     /// Write the loss curves and loss heat maps of a sweep as PNG and SVG.
     Plot(report::PlotArgs),
     /// Every backbone with its parameter count, feature width and input sizes.
@@ -103,8 +110,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => report::query(db, args).await,
         Command::Worker(args) => worker::run_worker(db, args).await,
         Command::Report(args) => report::report(db, args).await,
+        Command::Metrics(args) => report::metrics(db, args).await,
         Command::Import(args) => report::import(db, args).await,
         Command::Plot(args) => report::plot(db, args).await,
+        Command::Serve(args) => serve::serve(db, args).await,
         Command::Models => train::models().await,
         Command::Devices(args) => train::devices(args),
         Command::Train(args) => train::train(args).await,

@@ -18,9 +18,29 @@ pub(super) struct ReportArgs {
     sweep: Option<String>,
     #[arg(long, value_enum, default_value = "md")]
     format: report::Format,
+    /// With csv or json: one row per job (parameters, final metrics, state,
+    /// attempts, duration, host, device) instead of one per job and metric.
+    #[arg(long)]
+    wide: bool,
     /// Also write the plots (PNG and SVG) into this directory.
     #[arg(long)]
     plots: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct MetricsArgs {
+    /// The sweep; optional when the store holds only one.
+    sweep: Option<String>,
+    #[arg(long, value_enum, default_value_t = MetricsFormat::Csv)]
+    format: MetricsFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MetricsFormat {
+    // Plain comments: clap would print doc comments in `--help`. `jsonl` is one
+    // object per line, so a history of millions of rows streams.
+    Csv,
+    Jsonl,
 }
 
 #[derive(Debug, Args)]
@@ -98,9 +118,20 @@ async fn sweep_name(store: &Store, given: Option<String>) -> anyhow::Result<Stri
 pub(super) async fn report(db: &str, args: ReportArgs) -> anyhow::Result<()> {
     let store = open_reaped(db).await?;
     let name = sweep_name(&store, args.sweep).await?;
+    if args.wide && args.format == report::Format::Md {
+        bail!(BadInput(
+            "--wide takes --format csv or --format json: the Markdown tables are the study's own".into()
+        ));
+    }
     let input = from_store::load(&store, &name).await?;
-    print!("{}", report::render(&input, args.format));
+    match (args.wide, args.format) {
+        (true, report::Format::Json) => println!("{:#}", report::wide::json(&input)),
+        (true, _) => print!("{}", report::wide::csv(&input)),
+        (false, format) => print!("{}", report::render(&input, format)),
+    }
     if let Some(dir) = args.plots {
+        let mut input = input;
+        from_store::load_histories(&store, &mut input).await?;
         let written = report::plots(&input, &dir)?;
         eprintln!("{} plot files written to {}", written.len(), dir.display());
     }
@@ -110,12 +141,82 @@ pub(super) async fn report(db: &str, args: ReportArgs) -> anyhow::Result<()> {
 pub(super) async fn plot(db: &str, args: PlotArgs) -> anyhow::Result<()> {
     let store = open_reaped(db).await?;
     let name = sweep_name(&store, args.sweep).await?;
-    let input = from_store::load(&store, &name).await?;
+    let mut input = from_store::load(&store, &name).await?;
+    from_store::load_histories(&store, &mut input).await?;
     let written = report::plots(&input, &args.out)?;
     for path in written {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// `metrics`: the history streamed to stdout as the store hands it over; a closed
+/// pipe (`| head`) ends it quietly.
+pub(super) async fn metrics(db: &str, args: MetricsArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let store = open_reaped(db).await?;
+    let name = sweep_name(&store, args.sweep).await?;
+    if store.spec(&name).await?.is_none() {
+        bail!(store::StoreError::UnknownSweep { name });
+    }
+    enum Sink {
+        Csv(csv::Writer<std::io::BufWriter<std::io::Stdout>>),
+        Jsonl(std::io::BufWriter<std::io::Stdout>),
+    }
+    let stdout = || std::io::BufWriter::new(std::io::stdout());
+    let mut sink = match args.format {
+        MetricsFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(stdout());
+            writer.write_record(["job_id", "stage", "attempt", "step", "name", "value", "recorded_at"])?;
+            Sink::Csv(writer)
+        }
+        MetricsFormat::Jsonl => Sink::Jsonl(stdout()),
+    };
+    let mut failed: Option<std::io::Error> = None;
+    store
+        .metric_history(&name, |stage, row| {
+            let recorded_at = row.recorded_at.to_rfc3339();
+            let written = match &mut sink {
+                Sink::Csv(writer) => writer
+                    .write_record([
+                        row.job_id.to_string().as_str(),
+                        stage,
+                        &row.attempt.to_string(),
+                        &row.step.to_string(),
+                        &row.name,
+                        &row.value.to_string(),
+                        &recorded_at,
+                    ])
+                    .map_err(std::io::Error::from),
+                Sink::Jsonl(out) => {
+                    let line = serde_json::json!({
+                        "job_id": row.job_id, "stage": stage, "attempt": row.attempt,
+                        "step": row.step, "name": row.name, "value": row.value,
+                        "recorded_at": recorded_at,
+                    });
+                    writeln!(out, "{line}")
+                }
+            };
+            match written {
+                Ok(()) => true,
+                Err(error) => {
+                    failed = Some(error);
+                    false
+                }
+            }
+        })
+        .await?;
+    let flushed = match failed {
+        Some(error) => Err(error),
+        None => match &mut sink {
+            Sink::Csv(writer) => writer.flush(),
+            Sink::Jsonl(out) => out.flush(),
+        },
+    };
+    match flushed {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 pub(super) async fn import(db: &str, args: ImportArgs) -> anyhow::Result<()> {

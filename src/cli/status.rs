@@ -2,13 +2,17 @@
 //! `cancel` and `retry`, which act on the jobs a selection of ids, sweep, stage and
 //! state names.
 
+use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
+
 use anyhow::bail;
 use clap::Args;
 use uuid::Uuid;
 
+use sweeper::redact::redact_url;
 use sweeper::status::{self, Status};
 use sweeper::store::table;
-use sweeper::store::{JobFilter, JobState};
+use sweeper::store::{JobFilter, JobState, Store};
 
 use super::{open_reaped, print_table, BadInput, FormatArgs};
 
@@ -16,6 +20,10 @@ use super::{open_reaped, print_table, BadInput, FormatArgs};
 pub(super) struct StatusArgs {
     /// Only this sweep.
     sweep: Option<String>,
+    /// Redraw every SECONDS (2 when not given) until nothing is queued or running;
+    /// on a terminal in place, otherwise one timestamped view after another.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    watch: Option<f64>,
     #[command(flatten)]
     format: FormatArgs,
 }
@@ -55,22 +63,61 @@ fn parse_state(text: &str) -> Result<JobState, String> {
 
 pub(super) async fn status(db: &str, args: StatusArgs) -> anyhow::Result<()> {
     let store = open_reaped(db).await?;
-    let status = Status::read(&store, args.sweep.as_deref()).await?;
     let format = args.format.format;
-    if format == table::Format::Json {
-        println!("{:#}", status.to_json());
+    let Some(every) = args.watch else {
+        let status = Status::read(&store, args.sweep.as_deref()).await?;
+        print!("{}", status.render(format));
         return Ok(());
+    };
+    if !(every.is_finite() && every >= 0.1) {
+        bail!(BadInput(format!(
+            "--watch takes a number of seconds of at least 0.1, not {every}"
+        )));
     }
-    print_table(&status.stages, format);
-    if !status.running.is_empty() {
-        println!();
-        print_table(&status.running_table(), format);
+    watch(&store, args.sweep.as_deref(), format, Duration::from_secs_f64(every)).await
+}
+
+/// `status --watch`: one view per tick until nothing is left to run or Ctrl-C. A store
+/// that stops answering is a line in the view, not the end of the watch.
+async fn watch(
+    store: &Store,
+    sweep: Option<&str>,
+    format: table::Format,
+    every: Duration,
+) -> anyhow::Result<()> {
+    let terminal = std::io::stdout().is_terminal();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let read = async {
+            store.reap().await?;
+            Status::read(store, sweep).await
+        };
+        let (view, done) = match read.await {
+            Ok(status) => (status.render(format), status.active() == 0),
+            Err(error) if error.is_unavailable() => (
+                format!("the store does not answer: {}\n", redact_url(&error.to_string())),
+                false,
+            ),
+            Err(error) => return Err(error.into()),
+        };
+        let mut out = std::io::stdout().lock();
+        if terminal {
+            // Home and clear, then the whole view: one write, so it does not flicker.
+            write!(out, "\x1b[H\x1b[2J{now}  every {every:?}, Ctrl-C to stop\n\n{view}")?;
+        } else {
+            write!(out, "== {now} ==\n{view}\n")?;
+        }
+        out.flush()?;
+        if done {
+            return Ok(());
+        }
     }
-    if !status.stale_decisions.rows.is_empty() {
-        println!();
-        print_table(&status.stale_decisions, format);
-    }
-    Ok(())
 }
 
 pub(super) async fn jobs(db: &str, args: JobsArgs) -> anyhow::Result<()> {

@@ -16,6 +16,16 @@ use crate::sweep::{self, expand, JobSpec, Spec, StageKind};
 
 /// Everything the report of `sweep` shows, read from the store.
 pub async fn load(store: &Store, sweep: &str) -> ReportResult<ReportInput> {
+    load_with(store, sweep, true).await
+}
+
+/// [`load`] without the loss curves: the tables only need the jobs, not their
+/// metrics (one read per pretext job), so a dashboard page stays cheap.
+pub async fn load_tables(store: &Store, sweep: &str) -> ReportResult<ReportInput> {
+    load_with(store, sweep, false).await
+}
+
+async fn load_with(store: &Store, sweep: &str, with_curves: bool) -> ReportResult<ReportInput> {
     let spec = store
         .spec(sweep)
         .await?
@@ -25,7 +35,7 @@ pub async fn load(store: &Store, sweep: &str) -> ReportResult<ReportInput> {
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         let kind = stage_kind(&spec, &row.stage, row.kind);
-        if kind == StageKind::Pretext && row.state != store::JobState::Queued {
+        if with_curves && kind == StageKind::Pretext && row.state != store::JobState::Queued {
             let curve = loss_curve(&store.metrics(row.id).await?);
             if !curve.is_empty() {
                 curves.insert(row.id, curve);
@@ -41,6 +51,8 @@ pub async fn load(store: &Store, sweep: &str) -> ReportResult<ReportInput> {
             error: row.error_message,
             parent: row.parent_job_id,
             attempt: row.attempt,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
         });
     }
     let decisions = store
@@ -56,7 +68,56 @@ pub async fn load(store: &Store, sweep: &str) -> ReportResult<ReportInput> {
         decisions,
         curves,
         provenance: store.provenance(sweep).await?,
+        histories: BTreeMap::new(),
     })
+}
+
+/// Fills `input.histories`: every metric of the sweep's downstream and command jobs,
+/// in one streamed read, the newest attempt's value of each step kept.
+pub async fn load_histories(store: &Store, input: &mut ReportInput) -> ReportResult<()> {
+    let wanted: std::collections::BTreeSet<Uuid> = input
+        .jobs
+        .iter()
+        .filter(|job| job.kind != StageKind::Pretext)
+        .map(|job| job.id)
+        .collect();
+    let mut rows: BTreeMap<Uuid, Vec<store::MetricRow>> = BTreeMap::new();
+    store
+        .metric_history(&input.sweep, |_stage, row| {
+            if wanted.contains(&row.job_id) {
+                rows.entry(row.job_id).or_default().push(row);
+            }
+            true
+        })
+        .await?;
+    input.histories = rows
+        .into_iter()
+        .map(|(job, metrics)| (job, curves(&metrics)))
+        .collect();
+    Ok(())
+}
+
+/// One job's metrics as curves by name, `(step, value)` sorted by step. A resumed
+/// attempt only logs the steps it ran; earlier ones come from the attempts before
+/// it, and where two attempts logged a step the later one wins.
+pub fn curves(metrics: &[store::MetricRow]) -> BTreeMap<String, Vec<(i64, f64)>> {
+    let mut newest: BTreeMap<&str, BTreeMap<i64, (i32, f64)>> = BTreeMap::new();
+    for metric in metrics {
+        let by_step = newest.entry(metric.name.as_str()).or_default();
+        let keep = by_step
+            .get(&metric.step)
+            .map_or(true, |(attempt, _)| *attempt <= metric.attempt);
+        if keep {
+            by_step.insert(metric.step, (metric.attempt, metric.value));
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(name, steps)| {
+            let points = steps.into_iter().map(|(step, (_, value))| (step, value));
+            (name.to_owned(), points.collect())
+        })
+        .collect()
 }
 
 /// What an import wrote.
@@ -279,22 +340,7 @@ fn report_state(state: store::JobState) -> JobState {
 
 /// The per-epoch `loss` of the job's newest attempt, by epoch.
 fn loss_curve(metrics: &[store::MetricRow]) -> Vec<(i64, f64)> {
-    let Some(last_attempt) = metrics.iter().map(|m| m.attempt).max() else {
-        return Vec::new();
-    };
-    // A resumed attempt only logs the epochs it ran; earlier ones come from the attempts
-    // before it. The newest value of each epoch wins.
-    let mut by_epoch = BTreeMap::new();
-    for metric in metrics
-        .iter()
-        .filter(|m| m.name == "loss" && m.attempt <= last_attempt)
-    {
-        by_epoch.insert(metric.step, (metric.attempt, metric.value));
-    }
-    by_epoch
-        .into_iter()
-        .map(|(epoch, (_, value))| (epoch, value))
-        .collect()
+    curves(metrics).remove("loss").unwrap_or_default()
 }
 
 fn decision_record(row: store::PromotionRow) -> DecisionRecord {

@@ -313,6 +313,8 @@ mod tests {
             error: None,
             parent: None,
             attempt: 1,
+            started_at: None,
+            finished_at: None,
         }
     }
 

@@ -13,7 +13,7 @@ const TRAILING: [&str; 2] = ["metric", "value"];
 
 /// Parameter names over all jobs: the stages' grid axes in file order, then the rest
 /// sorted.
-fn param_columns(input: &ReportInput) -> Vec<String> {
+pub(super) fn param_columns(input: &ReportInput) -> Vec<String> {
     let mut columns: Vec<String> = Vec::new();
     for (axis, _) in input.stages.iter().flat_map(|stage| stage.grid.iter()) {
         if !columns.contains(axis) {

@@ -19,8 +19,9 @@ mod long;
 mod markdown;
 pub mod model;
 mod names;
-mod plot;
+pub mod plot;
 mod provenance;
+pub mod wide;
 
 pub use format::{chance_level, model_backbone, model_name, pretty_backbone, LossConvention};
 pub use import::{parse_import_csv, ImportIssue, ImportRow};

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 use uuid::Uuid;
@@ -25,6 +26,12 @@ pub struct ReportInput {
     /// What produced each succeeded job's result.
     #[serde(default)]
     pub provenance: Vec<crate::store::JobProvenance>,
+    /// Every metric history of the downstream and command jobs, by job and name,
+    /// `(step, value)` sorted by step: for `plot` (validation curves, a command's
+    /// own metrics), filled by [`super::from_store::load_histories`]; the tables
+    /// never need it.
+    #[serde(default)]
+    pub histories: BTreeMap<Uuid, BTreeMap<String, Vec<(i64, f64)>>>,
 }
 
 /// One stage of the sweep, as far as the report needs it.
@@ -72,9 +79,20 @@ pub struct JobRecord {
     /// The pretext job whose checkpoint a downstream job starts from.
     pub parent: Option<Uuid>,
     pub attempt: i32,
+    /// When the last attempt started and the job ended (none for imported rows).
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl JobRecord {
+    /// Seconds from the last attempt's start to the job's end.
+    pub fn duration_seconds(&self) -> Option<f64> {
+        let (started, finished) = (self.started_at?, self.finished_at?);
+        Some((finished - started).num_milliseconds() as f64 / 1000.0)
+    }
+
     /// A numeric field of the result, if the job has a result with that field.
     pub fn metric(&self, name: &str) -> Option<f64> {
         self.result.as_ref()?.get(name)?.as_f64()

@@ -34,6 +34,7 @@ use sqlx::sqlite::{
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
+use crate::progress::EpochSummary;
 use crate::redact::redact_url;
 use crate::sweep::select::Outcome;
 use crate::sweep::{Params, StageKind};
@@ -113,6 +114,14 @@ impl Backend {
         match self {
             Backend::Sqlite => format!("((julianday('now') - julianday({column})) * 86400.0)"),
             Backend::Postgres => format!("(EXTRACT(EPOCH FROM (now() - {column})))::float8"),
+        }
+    }
+
+    /// Seconds from timestamp column `from` to `to` (NULL where either is).
+    pub(crate) fn seconds_between(self, from: &str, to: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("((julianday({to}) - julianday({from})) * 86400.0)"),
+            Backend::Postgres => format!("(EXTRACT(EPOCH FROM ({to} - {from})))::float8"),
         }
     }
 
@@ -566,6 +575,14 @@ pub struct JobProvenance {
     pub provenance: Option<crate::provenance::Provenance>,
 }
 
+/// One attempt of a job and what ran it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRow {
+    pub attempt: i32,
+    pub provenance: crate::provenance::Provenance,
+    pub started_at: DateTime<Utc>,
+}
+
 /// Every column of a job, for `jobs` and the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {
@@ -675,6 +692,9 @@ pub struct StageCount {
     pub stage: String,
     pub state: JobState,
     pub count: i64,
+    /// The mean run time in seconds of these jobs' last attempts, where they have
+    /// one (`succeeded` jobs always do): what a stage's ETA goes by.
+    pub mean_seconds: Option<f64>,
 }
 
 /// A running job as `status` shows it.
@@ -686,6 +706,10 @@ pub struct RunningRow {
     pub attempt: i32,
     pub worker: Option<String>,
     pub step: Option<i64>,
+    /// The last epoch the job finished, for training jobs, and how long ago the
+    /// worker stored it.
+    pub epoch: Option<EpochSummary>,
+    pub epoch_age_seconds: Option<f64>,
     pub running_seconds: f64,
     pub heartbeat_age_seconds: f64,
     pub lease_left_seconds: f64,

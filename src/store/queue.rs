@@ -18,6 +18,7 @@ use super::{
     Id, JobFilter, JobState, Lease, MetricPoint, Store, StoreError, StoreResult, SubmitSummary,
     WorkerInfo, Write,
 };
+use crate::progress::EpochSummary;
 use crate::provenance::Provenance;
 use crate::sweep::{version, JobSpec, Params, Spec};
 
@@ -164,7 +165,8 @@ impl Store {
             let set = format!(
                 "state = 'running', attempt = attempt + 1, worker = $1, \
                  lease_expires_at = {lease}, heartbeat_at = {now}, started_at = {now}, \
-                 finished_at = NULL, progress_step = NULL, updated_at = {now}",
+                 finished_at = NULL, progress_step = NULL, progress = NULL, progress_at = NULL, \
+                 updated_at = {now}",
                 lease = b.now_plus("$2"),
                 now = b.now()
             );
@@ -220,20 +222,25 @@ impl Store {
         })
     }
 
-    /// Renews the lease of `(job, attempt)` for `lease` and records its progress.
+    /// Renews the lease of `(job, attempt)` for `lease` and records its progress: the
+    /// step, and the epoch that ended since the last heartbeat, if one did.
     pub async fn heartbeat(
         &self,
         job: Uuid,
         attempt: i32,
         lease: Duration,
         step: Option<i64>,
+        epoch: Option<&EpochSummary>,
     ) -> StoreResult<Lease> {
         let mut pooled = self.acquire().await?;
         let mut conn = pooled.conn();
         on_conn!(&mut conn, |c, b| {
             let sql = format!(
                 "UPDATE jobs SET heartbeat_at = {now}, lease_expires_at = {lease}, \
-                     progress_step = COALESCE($4, progress_step), updated_at = {now} \
+                     progress_step = COALESCE($4, progress_step), \
+                     progress = COALESCE($5, progress), \
+                     progress_at = CASE WHEN $5 IS NULL THEN progress_at ELSE {now} END, \
+                     updated_at = {now} \
                  WHERE id = $1 AND attempt = $2 AND state = 'running' \
                  RETURNING cancel_requested",
                 now = b.now(),
@@ -244,6 +251,7 @@ impl Store {
                 .bind(attempt)
                 .bind(lease.as_secs_f64())
                 .bind(step)
+                .bind(epoch.map(Json))
                 .fetch_optional(&mut *c)
                 .await
                 .context("cannot renew a lease")?;

@@ -9,9 +9,10 @@ use uuid::Uuid;
 use super::error::Context as _;
 use super::table::Table;
 use super::{
-    on_conn, FailureKind, Id, IdPrefix, JobFilter, JobProvenance, JobRow, JobState, MetricRow,
+    on_conn, AttemptRow, FailureKind, Id, IdPrefix, JobFilter, JobProvenance, JobRow, JobState, MetricRow,
     PromotionRow, RunningRow, StageCount, Store, StoreResult, SupersededPromotion, WorkerRow,
 };
+use crate::progress::EpochSummary;
 use crate::provenance::Provenance;
 use crate::sweep::select::Outcome;
 use crate::sweep::{Params, Spec};
@@ -42,6 +43,18 @@ impl Store {
 
     /// Jobs matching `filter`, oldest first, at most `limit`.
     pub async fn jobs(&self, filter: &JobFilter, limit: Option<i64>) -> StoreResult<Vec<JobRow>> {
+        self.jobs_after(filter, None, limit).await
+    }
+
+    /// Jobs matching `filter` in id order after job `after` (a page of a long list,
+    /// by key rather than offset, so a late page costs what the first one does), at
+    /// most `limit`.
+    pub async fn jobs_after(
+        &self,
+        filter: &JobFilter,
+        after: Option<Uuid>,
+        limit: Option<i64>,
+    ) -> StoreResult<Vec<JobRow>> {
         let mut pooled = self.acquire().await?;
         let mut conn = pooled.conn();
         let mut found = Vec::new();
@@ -56,6 +69,7 @@ impl Store {
                     "SELECT {JOB_COLUMNS} FROM jobs \
                      WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR sweep = $2) \
                          AND ($3 IS NULL OR stage = $3) AND ($4 IS NULL OR state = $4) \
+                         AND ($6 IS NULL OR id > $6) \
                      ORDER BY id LIMIT $5"
                 );
                 let rows = sqlx::query(&sql)
@@ -64,6 +78,7 @@ impl Store {
                     .bind(filter.stage.as_deref())
                     .bind(filter.state.map(JobState::as_str))
                     .bind(limit.unwrap_or(i64::MAX))
+                    .bind(after.map(Id))
                     .fetch_all(&mut *c)
                     .await
                     .context("cannot read jobs")?;
@@ -171,6 +186,63 @@ impl Store {
                 .collect::<Result<Vec<_>, _>>()
                 .context("cannot read metrics")
         })
+    }
+
+    /// Every recorded attempt of `job` with what ran it, first attempt first.
+    pub async fn attempts(&self, job: Uuid) -> StoreResult<Vec<AttemptRow>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        let rows: Vec<(i32, Json<Provenance>, DateTime<Utc>)> = on_conn!(&mut conn, |c, _b| {
+            sqlx::query_as(
+                "SELECT attempt, provenance, created_at FROM attempts \
+                 WHERE job_id = $1 ORDER BY attempt",
+            )
+            .bind(Id(job))
+            .fetch_all(&mut *c)
+            .await
+            .context("cannot read attempts")?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(attempt, provenance, started_at)| AttemptRow {
+                attempt,
+                provenance: provenance.0,
+                started_at,
+            })
+            .collect())
+    }
+
+    /// Every metric value of sweep `sweep`, with its job's stage, streamed to `each`
+    /// in job, name, step and attempt order (the `metrics_job` index's) without
+    /// holding the history in memory; `each` returns false to stop early. Returns
+    /// the number of rows passed on.
+    pub async fn metric_history(
+        &self,
+        sweep: &str,
+        mut each: impl FnMut(&str, MetricRow) -> bool,
+    ) -> StoreResult<u64> {
+        use futures::TryStreamExt as _;
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        let mut passed = 0;
+        on_conn!(&mut conn, |c, _b| {
+            let mut rows = sqlx::query(
+                "SELECT m.job_id, j.stage, m.attempt, m.step, m.name, m.value, m.recorded_at \
+                 FROM metrics m JOIN jobs j ON j.id = m.job_id WHERE j.sweep = $1 \
+                 ORDER BY m.job_id, m.name, m.step, m.attempt, m.recorded_at",
+            )
+            .bind(sweep)
+            .fetch(&mut *c);
+            while let Some(row) = rows.try_next().await.context("cannot read metrics")? {
+                let stage: String = row.try_get("stage").context("cannot read metrics")?;
+                let metric = decode_metric(&row).context("cannot read metrics")?;
+                passed += 1;
+                if !each(&stage, metric) {
+                    break;
+                }
+            }
+        });
+        Ok(passed)
     }
 
     /// Every promotion of a sweep (the decision in force per group), oldest first.
@@ -324,12 +396,14 @@ impl Store {
     pub async fn stage_counts(&self, sweep: Option<&str>) -> StoreResult<Vec<StageCount>> {
         let mut pooled = self.acquire().await?;
         let mut conn = pooled.conn();
-        on_conn!(&mut conn, |c, _b| {
-            let rows = sqlx::query(
-                "SELECT sweep, stage, state, COUNT(*) AS n FROM jobs \
-                 WHERE ($1 IS NULL OR sweep = $1) \
+        on_conn!(&mut conn, |c, b| {
+            let sql = format!(
+                "SELECT sweep, stage, state, COUNT(*) AS n, AVG({run}) AS mean_seconds \
+                 FROM jobs WHERE ($1 IS NULL OR sweep = $1) \
                  GROUP BY sweep, stage, state ORDER BY sweep, MIN(created_at), state",
-            )
+                run = b.seconds_between("started_at", "finished_at"),
+            );
+            let rows = sqlx::query(&sql)
             .bind(sweep)
             .fetch_all(&mut *c)
             .await
@@ -342,6 +416,7 @@ impl Store {
                         stage: row.try_get("stage")?,
                         state: parse_state(&state)?,
                         count: row.try_get("n")?,
+                        mean_seconds: row.try_get("mean_seconds")?,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -356,13 +431,15 @@ impl Store {
         on_conn!(&mut conn, |c, b| {
             let sql = format!(
                 "SELECT j.id, j.sweep, j.stage, j.attempt, COALESCE(w.name, j.worker) AS worker, \
-                     j.progress_step, j.cancel_requested, {running} AS running, \
+                     j.progress_step, j.progress, {progress_age} AS progress_age, \
+                     j.cancel_requested, {running} AS running, \
                      {beat} AS beat, -{lease} AS lease_left \
                  FROM jobs j LEFT JOIN workers w ON w.id = j.worker \
                  WHERE j.state = 'running' AND ($1 IS NULL OR j.sweep = $1) ORDER BY j.id",
                 running = b.seconds_since("j.started_at"),
                 beat = b.seconds_since("j.heartbeat_at"),
                 lease = b.seconds_since("j.lease_expires_at"),
+                progress_age = b.seconds_since("j.progress_at"),
             );
             let rows = sqlx::query(&sql)
                 .bind(sweep)
@@ -378,6 +455,10 @@ impl Store {
                         attempt: row.try_get("attempt")?,
                         worker: row.try_get("worker")?,
                         step: row.try_get("progress_step")?,
+                        epoch: row
+                            .try_get::<Option<Json<EpochSummary>>, _>("progress")?
+                            .map(|epoch| epoch.0),
+                        epoch_age_seconds: row.try_get("progress_age")?,
                         running_seconds: row.try_get::<Option<f64>, _>("running")?.unwrap_or(0.0),
                         heartbeat_age_seconds: row
                             .try_get::<Option<f64>, _>("beat")?

@@ -530,7 +530,7 @@ fn report(events: &Sender<TrainEvent>, at: Epoch, train_loss: f64, val_accuracy:
     let _ = events.send(TrainEvent::Epoch(EpochSummary {
         epoch: at.epoch,
         epochs: at.epochs,
-        metric: "val_accuracy",
+        metric: "val_accuracy".into(),
         value: val_accuracy,
         images_per_s: at.images as f64 / seconds.max(1e-9),
         seconds,

@@ -92,43 +92,8 @@ pub enum TrainEvent {
     Epoch(EpochSummary),
 }
 
-/// One finished epoch as a person follows a run: where it is, its headline metric,
-/// its speed and how long the rest should take at that speed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpochSummary {
-    /// 1-based.
-    pub epoch: i64,
-    /// The planned epochs (`epochs`, or `max_epochs` where early stopping may end
-    /// the run sooner).
-    pub epochs: i64,
-    /// `loss` for a pretext job, `val_accuracy` for a downstream one.
-    pub metric: &'static str,
-    pub value: f64,
-    /// Training images per second over this epoch.
-    pub images_per_s: f64,
-    /// Seconds this epoch took.
-    pub seconds: f64,
-}
+pub use crate::progress::EpochSummary;
 
-impl EpochSummary {
-    /// Seconds the remaining epochs take at this epoch's pace.
-    pub fn eta_seconds(&self) -> f64 {
-        (self.epochs - self.epoch).max(0) as f64 * self.seconds
-    }
-
-    /// `epoch 3/15: loss 4.2100, 310 images/s, eta 42 s`.
-    pub fn line(&self) -> String {
-        format!(
-            "epoch {}/{}: {} {:.4}, {:.0} images/s, eta {:.0} s",
-            self.epoch,
-            self.epochs,
-            self.metric,
-            self.value,
-            self.images_per_s,
-            self.eta_seconds()
-        )
-    }
-}
 
 /// Why a job did not finish. The variant, not the message, decides whether the
 /// queue retries it.

@@ -272,7 +272,7 @@ pub fn train(
         let _ = events.send(TrainEvent::Epoch(EpochSummary {
             epoch: done,
             epochs: cfg.epochs,
-            metric: "loss",
+            metric: "loss".into(),
             value: mean_loss,
             images_per_s: (steps_per_epoch * cfg.batch_size) as f64 / seconds,
             seconds,

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::progress::EpochSummary;
 use crate::store::{EarlierMetric, Failure, MetricPoint};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +19,8 @@ pub(crate) enum JobEvent {
         step: i64,
     },
     Checkpoint(PathBuf),
+    /// An epoch ended: logged, and stored with a heartbeat at once.
+    Epoch(EpochSummary),
     /// Metrics of earlier attempts kept by the checkpoint the job resumed from.
     Resumed(Vec<EarlierMetric>),
 }

@@ -36,6 +36,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::artifacts::{ArtifactError, ArtifactResult, SyncReport};
+use crate::progress::EpochSummary;
 use crate::provenance::{DataFingerprint, Provenance};
 use crate::redact::redact_url;
 use crate::store::{

@@ -60,6 +60,8 @@ impl Worker {
         heartbeat.tick().await; // the first tick is immediate; the claim just renewed
         let mut metrics = Buffered::default();
         let mut step: Option<i64> = None;
+        // The epoch that ended since the last heartbeat that got through.
+        let mut epoch: Option<EpochSummary> = None;
         let mut stop: Option<StopReason> = None;
         // One upload at a time; a checkpoint that arrives meanwhile waits for the next.
         let mut upload: Option<Upload> = None;
@@ -107,6 +109,13 @@ impl Worker {
                     }
                     JobEvent::Progress { step: now } => step = Some(now),
                     JobEvent::Checkpoint(path) => newest_checkpoint = Some(path),
+                    JobEvent::Epoch(summary) => {
+                        // `status` shows it now, not at the next tick.
+                        epoch = Some(summary);
+                        if stop.is_none() && self.renew(job, step, epoch.as_ref(), &mut stop, &execution).await {
+                            epoch = None;
+                        }
+                    }
                 },
                 uploaded = wait_upload(&mut upload) => {
                     if let Some(done) = upload.take() {
@@ -117,8 +126,9 @@ impl Worker {
                     self.health.beat();
                     // While the store is away one failed call per tick is enough.
                     if self.flush(job, &mut metrics, &mut stop, &execution).await
-                        && self.renew(job, step, &mut stop, &execution).await
+                        && self.renew(job, step, epoch.as_ref(), &mut stop, &execution).await
                     {
+                        epoch = None;
                         if let Err(error) = self.store.touch_worker(&self.info.id).await {
                             tracing::debug!(error = %redact_url(&error.to_string()), "cannot mark the worker alive");
                         }
@@ -149,7 +159,7 @@ impl Worker {
             match event {
                 JobEvent::Metric(point) => metrics.points.push(point),
                 JobEvent::Resumed(earlier) => metrics.earlier.extend(earlier),
-                JobEvent::Progress { .. } | JobEvent::Checkpoint(_) => {}
+                JobEvent::Progress { .. } | JobEvent::Checkpoint(_) | JobEvent::Epoch(_) => {}
             }
         }
         if let Some(running) = upload.take() {
@@ -245,12 +255,13 @@ impl Worker {
         &self,
         job: &ClaimedJob,
         step: Option<i64>,
+        epoch: Option<&EpochSummary>,
         stop: &mut Option<StopReason>,
         execution: &Execution,
     ) -> bool {
         match self
             .store
-            .heartbeat(job.id, job.attempt, self.config.lease, step)
+            .heartbeat(job.id, job.attempt, self.config.lease, step, epoch)
             .await
         {
             Ok(Lease::Held { cancel }) => {
@@ -289,7 +300,7 @@ impl Worker {
         stop: &mut Option<StopReason>,
         execution: &Execution,
     ) -> Option<Upload> {
-        if !self.renew(job, step, stop, execution).await {
+        if !self.renew(job, step, None, stop, execution).await {
             return None;
         }
         if self.storage.in_place {
@@ -379,7 +390,7 @@ impl Worker {
                 "the renewal of its lease before storing its files",
                 || {
                     self.store
-                        .heartbeat(job.id, job.attempt, self.config.lease, None)
+                        .heartbeat(job.id, job.attempt, self.config.lease, None, None)
                 },
             )
             .await?;
@@ -418,7 +429,7 @@ impl Worker {
     pub(super) async fn push_progress(&self, job: &ClaimedJob, files: &JobFiles) {
         match self
             .store
-            .heartbeat(job.id, job.attempt, self.config.lease, None)
+            .heartbeat(job.id, job.attempt, self.config.lease, None, None)
             .await
         {
             Ok(Lease::Held { .. }) => {}

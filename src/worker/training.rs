@@ -26,10 +26,10 @@ pub(crate) fn start(job: TrainJob) -> Result<Execution, Failure> {
         .spawn(move || {
             for event in train_rx {
                 let event = match event {
-                    // One line per epoch in the worker's log; nothing to store.
+                    // One line per epoch in the worker's log.
                     TrainEvent::Epoch(summary) => {
                         tracing::info!(job = %job_id, kind = kind.as_str(), "{}", summary.line());
-                        continue;
+                        JobEvent::Epoch(summary)
                     }
                     TrainEvent::Metric { step, name, value } => {
                         JobEvent::Metric(MetricPoint { step, name, value })

@@ -36,6 +36,7 @@ mod report_states;
 mod science_real;
 mod store_outage;
 mod store_readonly;
+mod status_view;
 mod store_reaper;
 mod submit_params;
 mod sweep_redecide;

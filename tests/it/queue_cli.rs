@@ -136,12 +136,16 @@ async fn tables_show_the_queue(db: &TestDb) {
             "succeeded",
             "failed",
             "cancelled",
-            "total"
+            "total",
+            "done",
+            "eta",
+            "s"
         ]
     );
+    // Both ended, so nothing is left: the stage's ETA is 0.
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
-        ["t", "s", "0", "0", "1", "1", "0", "2"]
+        ["t", "s", "0", "0", "1", "1", "0", "2", "2", "0"]
     );
 
     let failed = stdout(&db.sweeper(&["jobs", "--state", "failed", "--format", "json"]));

@@ -87,6 +87,11 @@ pub fn job(
         error: (state == JobState::Failed).then(|| "loss became NaN at epoch 3".to_string()),
         parent: None,
         attempt: if state == JobState::Queued { 0 } else { 1 },
+        // A fixed hour for every job that ran, ended 90.5 s later where it ended.
+        started_at: (state != JobState::Queued)
+            .then(|| "2026-06-01T10:00:00Z".parse().unwrap()),
+        finished_at: matches!(state, JobState::Succeeded | JobState::Failed)
+            .then(|| "2026-06-01T10:01:30.500Z".parse().unwrap()),
     }
 }
 
@@ -486,6 +491,7 @@ pub fn demo_input() -> sweeper::report::ReportInput {
         decisions,
         curves,
         provenance: Vec::new(),
+        histories: Default::default(),
     }
 }
 
