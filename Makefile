@@ -20,7 +20,7 @@ K8S_STAMP     := $(VENV)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 SUDO          := $(shell test "$$(id -u)" -eq 0 || echo sudo)
 
-.PHONY: setup build test lint lint-k8s demo bench bench-setup bench-accuracy clean-demo real-data
+.PHONY: setup build test browser lint lint-k8s demo bench bench-setup bench-accuracy clean-demo real-data
 
 setup: $(TORCH_STAMP)
 
@@ -38,9 +38,17 @@ $(TORCH_STAMP):
 build: setup
 	$(TORCH_ENV) $(CARGO) build --release --locked
 
-test: setup real-data
+test: setup real-data browser
 	SWEEPER_TEST_FASHION_MNIST=$(FASHION_MNIST) \
 	$(TORCH_ENV) $(CARGO) test --release --locked -- --test-threads=2
+
+# The dashboard's browser tests drive Debian's Chromium through chromedriver; they
+# fail without them.
+browser: /usr/bin/chromium /usr/bin/chromedriver
+
+/usr/bin/chromium /usr/bin/chromedriver:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver || \
+		{ $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 # 30 MB of IDX files, installed once; the science check fails without them.
 real-data: $(FASHION_MNIST)/train-images-idx3-ubyte.gz

@@ -160,7 +160,7 @@ pub fn stage_table(counts: &[StageCount], running: &[RunningRow]) -> Table {
         cells.extend(row.per_state.iter().map(|n| json!(n)));
         cells.push(json!(row.per_state.iter().sum::<i64>()));
         cells.push(json!(ended));
-        cells.push(json!(eta.map(f64::round)));
+        cells.push(json!(eta.map(|eta| eta.round() as i64)));
         table.push(cells);
     }
     table
@@ -214,8 +214,8 @@ pub fn running_table(running: &[RunningRow]) -> Table {
             json!(job.worker),
             progress,
             json!(latest),
-            json!(job.epoch.as_ref().map(|epoch| epoch.images_per_s.round())),
-            json!(eta_left(job).map(f64::round)),
+            json!(job.epoch.as_ref().map(|epoch| epoch.images_per_s.round() as i64)),
+            json!(eta_left(job).map(|eta| eta.round() as i64)),
             json!(tenths(job.running_seconds)),
             json!(tenths(job.heartbeat_age_seconds)),
             json!(tenths(job.lease_left_seconds)),
@@ -385,7 +385,7 @@ mod tests {
                     json!(0),
                     json!(1),
                     json!(1),
-                    json!(0.0)
+                    json!(0)
                 ],
             ]
         );

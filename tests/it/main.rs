@@ -33,6 +33,7 @@ mod report_import;
 mod report_plots;
 mod report_seed;
 mod report_states;
+mod serve_dashboard;
 mod science_real;
 mod store_outage;
 mod store_readonly;

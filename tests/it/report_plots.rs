@@ -84,7 +84,8 @@ fn heat_map_colours_run_from_the_lowest_to_the_highest_loss() {
         .find(|p| p.ends_with("pretext-small_resnet-heatmap.png"))
         .unwrap();
     let image = image::open(png).unwrap().to_rgb8();
-    assert_eq!(image.dimensions(), (840, 480));
+    // Two panels of 420 px and the colour bar.
+    assert_eq!(image.dimensions(), (950, 480));
     let count = |rgb: [u8; 3]| image.pixels().filter(|p| p.0 == rgb).count();
     // The lowest loss (3.87) is filled with viridis' dark end, the highest (4.73) with
     // its yellow end; each cell covers thousands of pixels.

@@ -73,6 +73,11 @@ impl TestDb {
         Store::open(&self.url).await.expect("the store opens")
     }
 
+    /// The test's own directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
