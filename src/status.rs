@@ -214,7 +214,10 @@ pub fn running_table(running: &[RunningRow]) -> Table {
             json!(job.worker),
             progress,
             json!(latest),
-            json!(job.epoch.as_ref().map(|epoch| epoch.images_per_s.round() as i64)),
+            json!(job
+                .epoch
+                .as_ref()
+                .map(|epoch| epoch.images_per_s.round() as i64)),
             json!(eta_left(job).map(|eta| eta.round() as i64)),
             json!(tenths(job.running_seconds)),
             json!(tenths(job.heartbeat_age_seconds)),

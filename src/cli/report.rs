@@ -120,7 +120,8 @@ pub(super) async fn report(db: &str, args: ReportArgs) -> anyhow::Result<()> {
     let name = sweep_name(&store, args.sweep).await?;
     if args.wide && args.format == report::Format::Md {
         bail!(BadInput(
-            "--wide takes --format csv or --format json: the Markdown tables are the study's own".into()
+            "--wide takes --format csv or --format json: the Markdown tables are the study's own"
+                .into()
         ));
     }
     let input = from_store::load(&store, &name).await?;
@@ -167,7 +168,15 @@ pub(super) async fn metrics(db: &str, args: MetricsArgs) -> anyhow::Result<()> {
     let mut sink = match args.format {
         MetricsFormat::Csv => {
             let mut writer = csv::Writer::from_writer(stdout());
-            writer.write_record(["job_id", "stage", "attempt", "step", "name", "value", "recorded_at"])?;
+            writer.write_record([
+                "job_id",
+                "stage",
+                "attempt",
+                "step",
+                "name",
+                "value",
+                "recorded_at",
+            ])?;
             Sink::Csv(writer)
         }
         MetricsFormat::Jsonl => Sink::Jsonl(stdout()),

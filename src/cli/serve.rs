@@ -29,9 +29,9 @@ pub(super) struct ServeArgs {
 
 pub(super) async fn serve(db: &str, args: ServeArgs) -> anyhow::Result<()> {
     let token = match args.token {
-        Some(text) => Some(
-            Token::new(text).ok_or_else(|| BadInput("--token must not be empty".into()))?,
-        ),
+        Some(text) => {
+            Some(Token::new(text).ok_or_else(|| BadInput("--token must not be empty".into()))?)
+        }
         None => None,
     };
     let config = ServeConfig {
@@ -42,7 +42,9 @@ pub(super) async fn serve(db: &str, args: ServeArgs) -> anyhow::Result<()> {
     };
     if !config.bind.ip().is_loopback() && config.token.is_none() {
         // Refused before the store is opened: nothing to clean up.
-        return Err(BadInput(sweeper::serve::ServeError::TokenRequired(config.bind).to_string()).into());
+        return Err(
+            BadInput(sweeper::serve::ServeError::TokenRequired(config.bind).to_string()).into(),
+        );
     }
     let store = open(db).await?;
     let dashboard = Dashboard::bind(store, config).await?;
@@ -51,7 +53,8 @@ pub(super) async fn serve(db: &str, args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(term) => { term.recv().await; } None => std::future::pending().await } } => {}

@@ -74,7 +74,13 @@ pub(super) async fn status(db: &str, args: StatusArgs) -> anyhow::Result<()> {
             "--watch takes a number of seconds of at least 0.1, not {every}"
         )));
     }
-    watch(&store, args.sweep.as_deref(), format, Duration::from_secs_f64(every)).await
+    watch(
+        &store,
+        args.sweep.as_deref(),
+        format,
+        Duration::from_secs_f64(every),
+    )
+    .await
 }
 
 /// `status --watch`: one view per tick until nothing is left to run or Ctrl-C. A store
@@ -101,7 +107,10 @@ async fn watch(
         let (view, done) = match read.await {
             Ok(status) => (status.render(format), status.active() == 0),
             Err(error) if error.is_unavailable() => (
-                format!("the store does not answer: {}\n", redact_url(&error.to_string())),
+                format!(
+                    "the store does not answer: {}\n",
+                    redact_url(&error.to_string())
+                ),
                 false,
             ),
             Err(error) => return Err(error.into()),
@@ -109,7 +118,10 @@ async fn watch(
         let mut out = std::io::stdout().lock();
         if terminal {
             // Home and clear, then the whole view: one write, so it does not flicker.
-            write!(out, "\x1b[H\x1b[2J{now}  every {every:?}, Ctrl-C to stop\n\n{view}")?;
+            write!(
+                out,
+                "\x1b[H\x1b[2J{now}  every {every:?}, Ctrl-C to stop\n\n{view}"
+            )?;
         } else {
             write!(out, "== {now} ==\n{view}\n")?;
         }

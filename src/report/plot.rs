@@ -154,7 +154,9 @@ impl Figure for AxesFigure<'_> {
         let (low, high) = self
             .jobs
             .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| (lo.min(*v), hi.max(*v)));
+            .fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| {
+                (lo.min(*v), hi.max(*v))
+            });
         let pad = ((high - low) * 0.05).max(0.05);
         let mut backbones: Vec<String> = self
             .jobs
@@ -191,7 +193,9 @@ impl Figure for AxesFigure<'_> {
             }
             for (index, (job, loss)) in self.jobs.iter().enumerate() {
                 let value = super::layout::param(job, axis);
-                let Some(slot) = values.iter().position(|v| super::format::same_value(v, value))
+                let Some(slot) = values
+                    .iter()
+                    .position(|v| super::format::same_value(v, value))
                 else {
                     continue;
                 };
@@ -199,7 +203,8 @@ impl Figure for AxesFigure<'_> {
                 // for the same store.
                 let offset = ((index * 37) % 60) as f64 / 100.0 - 0.3;
                 let backbone = plain(super::layout::param(job, super::layout::BACKBONE));
-                let colour = Palette99::pick(backbones.iter().position(|b| *b == backbone).unwrap_or(0));
+                let colour =
+                    Palette99::pick(backbones.iter().position(|b| *b == backbone).unwrap_or(0));
                 chart
                     .draw_series(std::iter::once(Circle::new(
                         (slot as f64 + 0.5 + offset, *loss),
@@ -303,7 +308,11 @@ fn history_figures(
                 Some((label(job), points))
             })
             .collect();
-        let x_desc = if stage.kind == StageKind::Command { "step" } else { "epoch" };
+        let x_desc = if stage.kind == StageKind::Command {
+            "step"
+        } else {
+            "epoch"
+        };
         let figure = CurveFigure {
             title: format!("{}: {metric} per {x_desc}", stage.name),
             x_desc: x_desc.into(),
@@ -315,7 +324,10 @@ fn history_figures(
         let stem = file_stem(&format!("{}-{metric}", stage.name));
         written.extend(save(&figure, dir, &stem)?);
     }
-    for job in jobs.iter().filter(|job| job.state == super::model::JobState::Succeeded) {
+    for job in jobs
+        .iter()
+        .filter(|job| job.state == super::model::JobState::Succeeded)
+    {
         if let Some(figure) = ConfusionFigure::of(job, &label(job)) {
             let stem = file_stem(&format!("{}-{}-confusion", stage.name, label(job)));
             written.extend(save(&figure, dir, &stem)?);
@@ -338,7 +350,8 @@ impl ConfusionFigure {
     /// From a job's result (`confusion` and `per_class` labels), when it has one.
     pub fn of(job: &JobRecord, title: &str) -> Option<ConfusionFigure> {
         let result = job.result.as_ref()?;
-        let matrix: Vec<Vec<i64>> = serde_json::from_value(result.get("confusion")?.clone()).ok()?;
+        let matrix: Vec<Vec<i64>> =
+            serde_json::from_value(result.get("confusion")?.clone()).ok()?;
         let labels: Vec<String> = result
             .get("per_class")
             .and_then(|classes| classes.as_array())
@@ -404,7 +417,11 @@ impl Figure for ConfusionFigure {
             let total: i64 = row.iter().sum();
             let y = (n - 1 - truth) as f64;
             for (predicted, count) in row.iter().enumerate() {
-                let share = if total > 0 { *count as f64 / total as f64 } else { 0.0 };
+                let share = if total > 0 {
+                    *count as f64 / total as f64
+                } else {
+                    0.0
+                };
                 let x = predicted as f64;
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
@@ -664,7 +681,11 @@ fn draw_legend<DB: DrawingBackend>(
     let (_, height) = area.dim_in_pixel();
     let line = 16;
     let fits = ((height as i32 - 60) / line).max(1) as usize;
-    let shown = if entries.len() > fits { fits - 1 } else { entries.len() };
+    let shown = if entries.len() > fits {
+        fits - 1
+    } else {
+        entries.len()
+    };
     let label_style = TextStyle::from((FAMILY, 12)).pos(Pos::new(HPos::Left, VPos::Center));
     for (index, (label, style, dashed)) in entries.iter().take(shown).enumerate() {
         let y = 60 + index as i32 * line;
@@ -771,7 +792,11 @@ impl HeatFigure {
 
 /// Viridis, from dark purple (0) to yellow (1).
 fn viridis(t: f64) -> RGBColor {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let colour = colorous::VIRIDIS.eval_continuous(t);
     RGBColor(colour.r, colour.g, colour.b)
 }
@@ -891,8 +916,11 @@ fn draw_colour_bar<DB: DrawingBackend>(
         ))
         .map_err(plot_error)?;
     }
-    area.draw(&Rectangle::new([(left, top), (right, bottom)], BLACK.stroke_width(1)))
-        .map_err(plot_error)?;
+    area.draw(&Rectangle::new(
+        [(left, top), (right, bottom)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(plot_error)?;
     let style = TextStyle::from((FAMILY, 12)).pos(Pos::new(HPos::Left, VPos::Center));
     for tick in 0..5 {
         let t = tick as f64 / 4.0;

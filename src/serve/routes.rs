@@ -180,17 +180,17 @@ pub(super) async fn sweep(
     ))
 }
 
-pub(super) async fn sweep_progress(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-) -> Page {
+pub(super) async fn sweep_progress(State(app): State<Arc<App>>, Path(name): Path<String>) -> Page {
     Ok(progress(&Status::read(&app.store, Some(&name)).await?))
 }
 
 /// One selection decision: the group, the rule, every candidate as ranked.
 fn decision_view(decision: &crate::store::PromotionRow) -> Markup {
     let group = Value::Object(decision.group.clone()).to_string();
-    let ranked = decision.decision["ranked"].as_array().cloned().unwrap_or_default();
+    let ranked = decision.decision["ranked"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     html! {
         div.decision {
             h3 { (decision.selection) " " code { (group) } " (revision " (decision.revision) ")" }
@@ -222,7 +222,12 @@ fn job_list(jobs: &[JobRow]) -> Table {
         let headline = job.result.as_ref().map(|result| {
             ["loss", "accuracy", "f1"]
                 .iter()
-                .filter_map(|key| result.get(*key).and_then(Value::as_f64).map(|v| format!("{key} {v:.4}")))
+                .filter_map(|key| {
+                    result
+                        .get(*key)
+                        .and_then(Value::as_f64)
+                        .map(|v| format!("{key} {v:.4}"))
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         });
@@ -289,7 +294,10 @@ pub(super) async fn job(State(app): State<Arc<App>>, Path(id): Path<Uuid>) -> Pa
         ("stage", json!(job.stage)),
         ("kind", json!(job.kind.as_str())),
         ("state", json!(job.state.as_str())),
-        ("attempt", json!(format!("{} of {}", job.attempt, job.max_attempts))),
+        (
+            "attempt",
+            json!(format!("{} of {}", job.attempt, job.max_attempts)),
+        ),
         ("worker", json!(job.worker)),
         ("parent", json!(job.parent_job_id.map(|p| p.to_string()))),
         ("started", json!(job.started_at.map(|t| t.to_rfc3339()))),
@@ -383,9 +391,16 @@ async fn charts(app: &App, job: &JobRow) -> Page {
         .get("chance_loss")
         .and_then(|points| points.last())
         .map(|(_, value)| *value);
-    let x_desc = if job.kind == StageKind::Command { "step" } else { "epoch" };
+    let x_desc = if job.kind == StageKind::Command {
+        "step"
+    } else {
+        "epoch"
+    };
     let mut out = Vec::new();
-    for (name, points) in curves.iter().filter(|(name, _)| name.as_str() != "chance_loss") {
+    for (name, points) in curves
+        .iter()
+        .filter(|(name, _)| name.as_str() != "chance_loss")
+    {
         let references = match (name.as_str(), chance) {
             ("loss", Some(level)) => vec![(format!("chance ln(2N−1) = {level:.3}"), level)],
             _ => Vec::new(),
@@ -409,7 +424,9 @@ async fn charts(app: &App, job: &JobRow) -> Page {
 }
 
 fn attempt_table(attempts: &[crate::store::AttemptRow]) -> Table {
-    let mut table = Table::new(["attempt", "started", "host", "device", "libtorch", "sweeper", "commit", "data"]);
+    let mut table = Table::new([
+        "attempt", "started", "host", "device", "libtorch", "sweeper", "commit", "data",
+    ]);
     for attempt in attempts {
         let p = &attempt.provenance;
         table.push(vec![
@@ -420,7 +437,12 @@ fn attempt_table(attempts: &[crate::store::AttemptRow]) -> Table {
             json!(p.libtorch),
             json!(p.sweeper_version),
             json!(p.commit),
-            json!(p.dataset.as_ref().map(|d| format!("{} files, {} bytes, {}", d.files, d.bytes, d.list_sha256.get(..12).unwrap_or("")))),
+            json!(p.dataset.as_ref().map(|d| format!(
+                "{} files, {} bytes, {}",
+                d.files,
+                d.bytes,
+                d.list_sha256.get(..12).unwrap_or("")
+            ))),
         ]);
     }
     table

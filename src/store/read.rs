@@ -9,8 +9,9 @@ use uuid::Uuid;
 use super::error::Context as _;
 use super::table::Table;
 use super::{
-    on_conn, AttemptRow, FailureKind, Id, IdPrefix, JobFilter, JobProvenance, JobRow, JobState, MetricRow,
-    PromotionRow, RunningRow, StageCount, Store, StoreResult, SupersededPromotion, WorkerRow,
+    on_conn, AttemptRow, FailureKind, Id, IdPrefix, JobFilter, JobProvenance, JobRow, JobState,
+    MetricRow, PromotionRow, RunningRow, StageCount, Store, StoreResult, SupersededPromotion,
+    WorkerRow,
 };
 use crate::progress::EpochSummary;
 use crate::provenance::Provenance;
@@ -404,10 +405,10 @@ impl Store {
                 run = b.seconds_between("started_at", "finished_at"),
             );
             let rows = sqlx::query(&sql)
-            .bind(sweep)
-            .fetch_all(&mut *c)
-            .await
-            .context("cannot count jobs")?;
+                .bind(sweep)
+                .fetch_all(&mut *c)
+                .await
+                .context("cannot count jobs")?;
             rows.iter()
                 .map(|row| -> Result<StageCount, sqlx::Error> {
                     let state: String = row.try_get("state")?;

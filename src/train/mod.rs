@@ -94,7 +94,6 @@ pub enum TrainEvent {
 
 pub use crate::progress::EpochSummary;
 
-
 /// Why a job did not finish. The variant, not the message, decides whether the
 /// queue retries it.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,9 @@ pub(crate) fn start(job: TrainJob) -> Result<Execution, Failure> {
     let (done_tx, done) = oneshot::channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
+    // The outcome goes through the event thread, after every event before it: a job
+    // that ends right after its last epoch still has that epoch's metrics stored.
+    let (outcome_tx, outcome_rx) = std::sync::mpsc::channel::<Outcome>();
     let name = format!("train-{}", job.job_id);
     let (job_id, kind) = (job.job_id, job.kind);
     // Started first: a training thread must never run without its event pump.
@@ -59,6 +62,11 @@ pub(crate) fn start(job: TrainJob) -> Result<Execution, Failure> {
                     break;
                 }
             }
+            // The training thread's sender is gone, so every event is forwarded.
+            if let Ok(outcome) = outcome_rx.recv() {
+                // The receiver is gone only when the worker gave up on the job.
+                let _ = done_tx.send(outcome);
+            }
         })
         .map_err(|error| {
             Failure::infrastructure(
@@ -82,8 +90,8 @@ pub(crate) fn start(job: TrainJob) -> Result<Execution, Failure> {
                     FailureKind::Crash,
                 ),
             };
-            // The receiver is gone only when the worker gave up on the job.
-            let _ = done_tx.send(outcome);
+            drop(train_tx);
+            let _ = outcome_tx.send(outcome);
         })
         .map_err(|error| {
             Failure::infrastructure(

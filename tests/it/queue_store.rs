@@ -105,7 +105,10 @@ async fn superseded_attempt_cannot_write(db: &TestDb) {
         }]
     };
     assert_eq!(
-        store.heartbeat(old.id, 1, LONG, Some(5), None).await.unwrap(),
+        store
+            .heartbeat(old.id, 1, LONG, Some(5), None)
+            .await
+            .unwrap(),
         Lease::Lost
     );
     assert_eq!(
@@ -124,7 +127,10 @@ async fn superseded_attempt_cannot_write(db: &TestDb) {
     );
 
     assert_eq!(
-        store.heartbeat(new.id, 2, LONG, Some(1), None).await.unwrap(),
+        store
+            .heartbeat(new.id, 2, LONG, Some(1), None)
+            .await
+            .unwrap(),
         Lease::Held { cancel: false }
     );
     assert_eq!(
@@ -317,7 +323,10 @@ async fn cancel_stops_queued_at_once_and_flags_running(db: &TestDb) {
     assert_eq!((summary.cancelled, summary.stopping), (1, 1));
     assert!(store.claim("b", LONG).await.unwrap().is_none());
     assert_eq!(
-        store.heartbeat(running.id, 1, LONG, None, None).await.unwrap(),
+        store
+            .heartbeat(running.id, 1, LONG, None, None)
+            .await
+            .unwrap(),
         Lease::Held { cancel: true }
     );
     // The stopped program exits non-zero; the job still ends cancelled, not retried.

@@ -122,7 +122,9 @@ async fn browser(dir: &std::path::Path) -> (Child, Client) {
         .spawn()
         .expect("chromedriver starts");
     let up = eventually(Duration::from_secs(60), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
     })
     .await;
     assert!(up, "chromedriver did not listen on {port}");
@@ -152,7 +154,11 @@ async fn screenshot(client: &Client, dir: &std::path::Path, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), &png).unwrap();
     if let Some(keep) = std::env::var_os("KEEP_SCREENSHOTS") {
         std::fs::create_dir_all(&keep).unwrap();
-        std::fs::write(std::path::Path::new(&keep).join(format!("{name}.png")), &png).unwrap();
+        std::fs::write(
+            std::path::Path::new(&keep).join(format!("{name}.png")),
+            &png,
+        )
+        .unwrap();
     }
 }
 
@@ -167,7 +173,13 @@ async fn text_of(client: &Client, css: &str) -> String {
 }
 
 async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
-    client.find(Locator::Css(css)).await.ok()?.attr(name).await.ok()?
+    client
+        .find(Locator::Css(css))
+        .await
+        .ok()?
+        .attr(name)
+        .await
+        .ok()?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,10 +204,50 @@ async fn every_page_renders_in_chromium_and_a_running_job_updates_live() {
     .expect("the dataset");
     std::fs::write(db.path("dash.toml"), SWEEP).unwrap();
     let submitted = db.sweeper(&["submit", "dash.toml"]);
-    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
     let mut worker = vec![db.spawn_worker(0, &["--exit-when-idle"])];
     let statuses = wait_all(&mut worker, Duration::from_secs(600));
     assert!(statuses[0].success(), "{}", db.worker_logs());
+
+    // The exports a notebook reads: one row per job, and the metric history.
+    let wide = db.sweeper(&["report", "dash", "--format", "csv", "--wide"]);
+    assert!(
+        wide.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wide.stderr)
+    );
+    let wide = String::from_utf8(wide.stdout).unwrap();
+    assert_eq!(
+        wide.lines().count(),
+        1 + 3,
+        "a header and one row per job:\n{wide}"
+    );
+    let header: Vec<&str> = wide.lines().next().unwrap().split(',').collect();
+    for column in [
+        "job_id",
+        "batch_size",
+        "seed",
+        "loss",
+        "accuracy",
+        "duration_s",
+        "host",
+        "device",
+    ] {
+        assert!(header.contains(&column), "no {column} in {header:?}");
+    }
+    let history = db.sweeper(&["metrics", "dash"]);
+    let history = String::from_utf8(history.stdout).unwrap();
+    let losses = history
+        .lines()
+        .filter(|line| line.contains(",pretext,") && line.contains(",loss,"))
+        .count();
+    assert_eq!(losses, 2 * 2, "two jobs of two epochs:\n{history}");
+    let refused = db.sweeper(&["report", "dash", "--wide"]);
+    assert_eq!(refused.status.code(), Some(2), "--wide needs csv or json");
 
     // A job that is running while the browser watches: claimed here, no worker.
     std::fs::write(
@@ -232,7 +284,10 @@ async fn every_page_renders_in_chromium_and_a_running_job_updates_live() {
     let list = text_of(&client, "ul.sweeps").await;
     assert!(list.contains("dash") && list.contains("live"), "{list}");
     let stages = text_of(&client, "table.stages").await;
-    assert!(stages.contains("pretext") && stages.contains("linear"), "{stages}");
+    assert!(
+        stages.contains("pretext") && stages.contains("linear"),
+        "{stages}"
+    );
     screenshot(&client, &shots, "sweeps").await;
 
     // A sweep: the pipeline, the decision with what was ranked, the job list, and the
@@ -240,9 +295,15 @@ async fn every_page_renders_in_chromium_and_a_running_job_updates_live() {
     client.goto(&format!("{base}/sweeps/dash")).await.unwrap();
     let pipeline = text_of(&client, "ol.pipeline").await;
     assert!(pipeline.contains("selection winners"), "{pipeline}");
-    let ranked = client.find_all(Locator::Css("table.ranked tbody tr")).await.unwrap();
+    let ranked = client
+        .find_all(Locator::Css("table.ranked tbody tr"))
+        .await
+        .unwrap();
     assert_eq!(ranked.len(), 2, "both pretext cells ranked");
-    let jobs = client.find_all(Locator::Css("table.jobs tbody tr")).await.unwrap();
+    let jobs = client
+        .find_all(Locator::Css("table.jobs tbody tr"))
+        .await
+        .unwrap();
     assert_eq!(jobs.len(), 3, "two pretext jobs and one linear job");
     client
         .wait()
@@ -258,7 +319,9 @@ async fn every_page_renders_in_chromium_and_a_running_job_updates_live() {
         .unwrap();
     assert!(heat.len() >= 2, "the heat map's cells are drawn");
     assert!(
-        attr(&client, "#report figure[data-figure=axes]", "data-points").await.as_deref()
+        attr(&client, "#report figure[data-figure=axes]", "data-points")
+            .await
+            .as_deref()
             == Some("4"),
         "two jobs against two axes"
     );
@@ -276,16 +339,26 @@ async fn every_page_renders_in_chromium_and_a_running_job_updates_live() {
         )
         .await
         .unwrap();
-    client.goto(&format!("{base}/jobs/{}", pretext[0].id)).await.unwrap();
+    client
+        .goto(&format!("{base}/jobs/{}", pretext[0].id))
+        .await
+        .unwrap();
     let params = text_of(&client, "table.params").await;
-    assert!(params.contains("batch_size") && params.contains("small_resnet"), "{params}");
+    assert!(
+        params.contains("batch_size") && params.contains("small_resnet"),
+        "{params}"
+    );
     let attempts = text_of(&client, "table.attempts").await;
     assert!(attempts.contains("cpu"), "{attempts}");
     assert_eq!(
-        attr(&client, "figure[data-figure=loss]", "data-points").await.as_deref(),
+        attr(&client, "figure[data-figure=loss]", "data-points")
+            .await
+            .as_deref(),
         Some("2")
     );
-    assert!(text_of(&client, "figure[data-figure=loss]").await.contains("chance"));
+    assert!(text_of(&client, "figure[data-figure=loss]")
+        .await
+        .contains("chance"));
     screenshot(&client, &shots, "pretext-job").await;
 
     // The linear job: its validation curve and confusion matrix.
@@ -299,10 +372,14 @@ async fn every_page_renders_in_chromium_and_a_running_job_updates_live() {
         )
         .await
         .unwrap();
-    client.goto(&format!("{base}/jobs/{}", linear[0].id)).await.unwrap();
-    let epochs = attr(&client, "figure[data-figure=val_accuracy]", "data-points")
+    client
+        .goto(&format!("{base}/jobs/{}", linear[0].id))
         .await
-        .expect("a validation curve");
+        .unwrap();
+    let epochs = match attr(&client, "figure[data-figure=val_accuracy]", "data-points").await {
+        Some(points) => points,
+        None => panic!("no validation curve in\n{}", client.source().await.unwrap()),
+    };
     assert!(epochs.parse::<u32>().unwrap() >= 1, "{epochs}");
     let confusion = client
         .find_all(Locator::Css("figure[data-figure=confusion] svg rect"))
@@ -312,9 +389,14 @@ async fn every_page_renders_in_chromium_and_a_running_job_updates_live() {
     screenshot(&client, &shots, "linear-job").await;
 
     // The running job: two points, then a third written while the page is open.
-    client.goto(&format!("{base}/jobs/{}", claimed.id)).await.unwrap();
+    client
+        .goto(&format!("{base}/jobs/{}", claimed.id))
+        .await
+        .unwrap();
     assert_eq!(
-        attr(&client, "#charts figure[data-figure=score]", "data-points").await.as_deref(),
+        attr(&client, "#charts figure[data-figure=score]", "data-points")
+            .await
+            .as_deref(),
         Some("2")
     );
     let written = store
@@ -325,7 +407,9 @@ async fn every_page_renders_in_chromium_and_a_running_job_updates_live() {
     client
         .wait()
         .at_most(Duration::from_secs(60))
-        .for_element(Locator::Css("#charts figure[data-figure=score][data-points='3']"))
+        .for_element(Locator::Css(
+            "#charts figure[data-figure=score][data-points='3']",
+        ))
         .await
         .expect("the chart updates without a reload");
     screenshot(&client, &shots, "live-job").await;
@@ -333,13 +417,23 @@ async fn every_page_renders_in_chromium_and_a_running_job_updates_live() {
     // Workers: the one that ran the study.
     client.goto(&format!("{base}/workers")).await.unwrap();
     let workers = text_of(&client, "table.workers").await;
-    assert!(workers.contains("w0") && workers.contains("cpu"), "{workers}");
+    assert!(
+        workers.contains("w0") && workers.contains("cpu"),
+        "{workers}"
+    );
     screenshot(&client, &shots, "workers").await;
 
     client.close().await.unwrap();
     let _ = driver.kill();
     let _ = driver.wait();
-    for name in ["sweeps", "sweep", "pretext-job", "linear-job", "live-job", "workers"] {
+    for name in [
+        "sweeps",
+        "sweep",
+        "pretext-job",
+        "linear-job",
+        "live-job",
+        "workers",
+    ] {
         assert!(shots.join(format!("{name}.png")).exists());
     }
 }
@@ -363,11 +457,28 @@ async fn a_non_local_bind_needs_a_token_and_requests_without_it_get_401() {
         request.send()
     };
     assert_eq!(get(format!("{base}/"), None).await.unwrap().status(), 401);
-    assert_eq!(get(format!("{base}/workers"), Some("wrong")).await.unwrap().status(), 401);
-    assert_eq!(get(format!("{base}/"), Some("s3cret")).await.unwrap().status(), 200);
-    let by_query = get(format!("{base}/workers?token=s3cret"), None).await.unwrap();
+    assert_eq!(
+        get(format!("{base}/workers"), Some("wrong"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get(format!("{base}/"), Some("s3cret"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let by_query = get(format!("{base}/workers?token=s3cret"), None)
+        .await
+        .unwrap();
     assert_eq!(by_query.status(), 200);
-    let cookie = by_query.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookie = by_query.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     // Every page is read-only: nothing but GET is routed.
     let posted = client

@@ -148,7 +148,11 @@ async fn a_training_jobs_epochs_show_in_status_while_it_runs(db: &TestDb) {
     .expect("the dataset");
     std::fs::write(db.path("live.toml"), SWEEP).expect("the sweep file");
     let submitted = db.sweeper(&["submit", "live.toml"]);
-    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
     let mut worker = db.spawn_worker(0, &[]);
 
     let mut watch = db
@@ -163,10 +167,18 @@ async fn a_training_jobs_epochs_show_in_status_while_it_runs(db: &TestDb) {
     };
     // Epoch 2 rather than 1: the second epoch's ETA goes by a warmed-up pace.
     let seen = eventually(Duration::from_secs(300), || async {
-        status_json()["running"][0]["epoch"]["epoch"].as_i64().unwrap_or(0) >= 2
+        status_json()["running"][0]["epoch"]["epoch"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 2
     })
     .await;
-    assert!(seen, "no epoch in status: {}\n{}", status_json(), db.worker_logs());
+    assert!(
+        seen,
+        "no epoch in status: {}\n{}",
+        status_json(),
+        db.worker_logs()
+    );
     let status = status_json();
     let epoch = &status["running"][0]["epoch"];
     assert_eq!(epoch["epochs"], json!(2000), "{status}");
@@ -187,7 +199,11 @@ async fn a_training_jobs_epochs_show_in_status_while_it_runs(db: &TestDb) {
     assert!(row.contains("/2000") && row.contains("loss "), "{text}");
 
     let cancelled = db.sweeper(&["cancel", "--sweep", "live"]);
-    assert!(cancelled.status.success(), "{}", String::from_utf8_lossy(&cancelled.stderr));
+    assert!(
+        cancelled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
     // The watch ends by itself once nothing is queued or running.
     let mut views = Vec::new();
     let mut last = String::new();
@@ -212,7 +228,11 @@ async fn a_training_jobs_epochs_show_in_status_while_it_runs(db: &TestDb) {
         .split_whitespace()
         .collect();
     // sweep, stage, queued, running, succeeded, failed, cancelled, total, done, eta.
-    assert_eq!(last_counts[2..9], ["0", "0", "0", "0", "1", "1", "1"], "{last}");
+    assert_eq!(
+        last_counts[2..9],
+        ["0", "0", "0", "0", "1", "1", "1"],
+        "{last}"
+    );
     let _ = worker.kill();
     let _ = worker.wait();
 }

@@ -88,8 +88,7 @@ pub fn job(
         parent: None,
         attempt: if state == JobState::Queued { 0 } else { 1 },
         // A fixed hour for every job that ran, ended 90.5 s later where it ended.
-        started_at: (state != JobState::Queued)
-            .then(|| "2026-06-01T10:00:00Z".parse().unwrap()),
+        started_at: (state != JobState::Queued).then(|| "2026-06-01T10:00:00Z".parse().unwrap()),
         finished_at: matches!(state, JobState::Succeeded | JobState::Failed)
             .then(|| "2026-06-01T10:01:30.500Z".parse().unwrap()),
     }
