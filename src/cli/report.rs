@@ -161,7 +161,7 @@ pub(super) async fn metrics(db: &str, args: MetricsArgs) -> anyhow::Result<()> {
         bail!(store::StoreError::UnknownSweep { name });
     }
     enum Sink {
-        Csv(csv::Writer<std::io::BufWriter<std::io::Stdout>>),
+        Csv(Box<csv::Writer<std::io::BufWriter<std::io::Stdout>>>),
         Jsonl(std::io::BufWriter<std::io::Stdout>),
     }
     let stdout = || std::io::BufWriter::new(std::io::stdout());
@@ -177,7 +177,7 @@ pub(super) async fn metrics(db: &str, args: MetricsArgs) -> anyhow::Result<()> {
                 "value",
                 "recorded_at",
             ])?;
-            Sink::Csv(writer)
+            Sink::Csv(Box::new(writer))
         }
         MetricsFormat::Jsonl => Sink::Jsonl(stdout()),
     };

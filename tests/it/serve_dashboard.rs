@@ -99,6 +99,7 @@ fn serve(db: &TestDb, extra: &[&str]) -> Served {
             return Served { child, addr };
         }
     }
+    let _ = child.wait();
     panic!("sweeper serve ended without saying where it listens");
 }
 
