@@ -951,8 +951,12 @@ mod tests {
     fn viridis_ends_and_middle() {
         assert_eq!(viridis(0.0), RGBColor(68, 1, 84));
         assert_eq!(viridis(1.0), RGBColor(253, 231, 37));
-        // d3's interpolateViridis(0.5) is #21918c.
-        assert_eq!(viridis(0.5), RGBColor(33, 145, 140));
+        // d3's interpolateViridis(0.5) is #21918c; colorous resamples the same
+        // curve, so the middle may differ by a unit per channel.
+        let RGBColor(r, g, b) = viridis(0.5);
+        for (got, want) in [(r, 33), (g, 145), (b, 140)] {
+            assert!(got.abs_diff(want) <= 1, "{:?}", viridis(0.5));
+        }
         assert_eq!(viridis(f64::NAN), RGBColor(68, 1, 84));
     }
 
