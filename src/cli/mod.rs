@@ -120,6 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MakeDataset(args) => train::make_dataset(args).await,
         Command::Bench(train::BenchCommand::Queue(args)) => train::bench_queue(args).await,
         Command::Bench(train::BenchCommand::Train(args)) => train::bench_train(args).await,
+        Command::Bench(train::BenchCommand::Serve(args)) => train::bench_serve(args).await,
     }
 }
 

@@ -87,6 +87,35 @@ pub(super) enum BenchCommand {
     Queue(BenchQueueArgs),
     /// SimCLR training throughput (images/s) of one backbone; one JSON line.
     Train(BenchTrainArgs),
+    /// The dashboard on a large store: time to first byte of each page.
+    Serve(BenchServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchServeArgs {
+    #[arg(long, default_value_t = 100_000)]
+    jobs: usize,
+    /// Metric rows per job (100 × 100,000 jobs: ten million rows).
+    #[arg(long, default_value_t = 100)]
+    metrics_per_job: usize,
+    /// Timed requests per page.
+    #[arg(long, default_value_t = 10)]
+    requests: usize,
+    /// Fill this Postgres database instead of a new SQLite file.
+    #[arg(long)]
+    postgres: Option<String>,
+}
+
+pub(super) async fn bench_serve(args: BenchServeArgs) -> anyhow::Result<()> {
+    let table = sweeper::serve::bench::run_serve_bench(&sweeper::serve::bench::ServeBench {
+        jobs: args.jobs,
+        metrics_per_job: args.metrics_per_job,
+        requests: args.requests,
+        postgres: args.postgres,
+    })
+    .await?;
+    print_table(&table, table::Format::Text);
+    Ok(())
 }
 
 #[derive(Debug, Args)]

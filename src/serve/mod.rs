@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 
 mod access;
+pub mod bench;
 mod pages;
 mod routes;
 

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::table::Table;
-use super::{Backend, Finish, Store, StoreError, StoreResult};
+use super::{on_conn, Backend, Finish, Store, StoreError, StoreResult};
 use crate::sweep::{JobSpec, Spec, StageKind, StageSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -229,4 +229,110 @@ fn bench_spec(name: &str) -> Spec {
         }],
         selections: Vec::new(),
     }
+}
+
+/// A sweep of `jobs` finished command jobs (a result with a `loss` each) and
+/// `metrics_per_job` loss values per job, written by the database itself in a few
+/// statements: what `sweeper bench serve` reads. Returns the sweep's name and one of
+/// its jobs.
+pub async fn fill_dashboard_store(
+    store: &Store,
+    jobs: usize,
+    metrics_per_job: usize,
+) -> StoreResult<(String, Uuid)> {
+    use super::error::Context as _;
+    let spec = bench_spec(&format!("bench-{}", Uuid::now_v7()));
+    let specs: Vec<JobSpec> = (0..jobs)
+        .map(|i| JobSpec {
+            stage: "noop".into(),
+            kind: StageKind::Command,
+            key: format!("noop-{i}"),
+            params: Map::from_iter([
+                ("i".to_owned(), json!(i)),
+                ("batch_size".to_owned(), json!([64, 128, 256][i % 3])),
+            ]),
+            priority: 0,
+            max_attempts: 1,
+        })
+        .collect();
+    store.submit(&spec, "", "", &specs).await?;
+    let mut pooled = store.acquire().await?;
+    let mut conn = pooled.conn();
+    let name = spec.name.clone();
+    on_conn!(&mut conn, |c, b| {
+        let (result, metrics) = match b {
+            Backend::Sqlite => (
+                "UPDATE jobs SET state = 'succeeded', attempt = 1, \
+                     started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-90 seconds'), \
+                     finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
+                     result = json_object('loss', 3.0 + (abs(random()) % 1000) / 1000.0) \
+                 WHERE sweep = $1",
+                "WITH RECURSIVE steps(step) AS \
+                     (SELECT 1 UNION ALL SELECT step + 1 FROM steps WHERE step < $2) \
+                 INSERT INTO metrics (job_id, attempt, step, name, value) \
+                 SELECT j.id, 1, steps.step, 'loss', 4.8 - steps.step * 0.01 \
+                 FROM jobs j, steps WHERE j.sweep = $1",
+            ),
+            Backend::Postgres => (
+                "UPDATE jobs SET state = 'succeeded', attempt = 1, \
+                     started_at = now() - interval '90 seconds', finished_at = now(), \
+                     result = jsonb_build_object('loss', 3.0 + random()) \
+                 WHERE sweep = $1",
+                "INSERT INTO metrics (job_id, attempt, step, name, value) \
+                 SELECT j.id, 1, s, 'loss', 4.8 - s * 0.01 \
+                 FROM jobs j, generate_series(1, $2::int8) s WHERE j.sweep = $1",
+            ),
+        };
+        sqlx::query(result)
+            .bind(&name)
+            .execute(&mut *c)
+            .await
+            .context("cannot finish the bench jobs")?;
+        sqlx::query(metrics)
+            .bind(&name)
+            .bind(metrics_per_job as i64)
+            .execute(&mut *c)
+            .await
+            .context("cannot write the bench metrics")?;
+    });
+    drop(pooled);
+    let one = store
+        .jobs(
+            &super::JobFilter {
+                sweep: Some(name.clone()),
+                ..Default::default()
+            },
+            Some(1),
+        )
+        .await?;
+    Ok((name, one[0].id))
+}
+
+/// SQLite's plan for each of the job page's reads (`EXPLAIN QUERY PLAN`, one line per
+/// step), to show they go through an index; none on Postgres.
+pub async fn job_page_plans(store: &Store) -> StoreResult<Vec<(String, String)>> {
+    use super::error::Context as _;
+    if store.backend() != Backend::Sqlite {
+        return Ok(Vec::new());
+    }
+    let reads = [
+        ("job by id", super::read::job_by_id_sql()),
+        ("job's metrics", super::read::METRICS_OF_JOB.to_owned()),
+    ];
+    let mut pooled = store.acquire().await?;
+    let mut conn = pooled.conn();
+    let mut plans = Vec::new();
+    for (name, sql) in reads {
+        let steps: Vec<String> = on_conn!(&mut conn, |c, _b| {
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind("00000000-0000-0000-0000-000000000000")
+                    .fetch_all(&mut *c)
+                    .await
+                    .context("cannot explain a query")?;
+            rows.into_iter().map(|(_, _, _, detail)| detail).collect()
+        });
+        plans.push((name.to_owned(), steps.join("; ")));
+    }
+    Ok(plans)
 }

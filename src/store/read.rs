@@ -23,6 +23,15 @@ const JOB_COLUMNS: &str = "id, sweep, stage, kind, key, params, state, priority,
     progress_step, error_kind, error_message, result, checkpoint, parent_job_id, created_at, \
     started_at, finished_at";
 
+/// One job's metric values: what a job page reads (`metrics_job` serves it).
+pub(crate) const METRICS_OF_JOB: &str = "SELECT job_id, attempt, step, name, value, recorded_at \
+     FROM metrics WHERE job_id = $1 ORDER BY name, step, attempt, recorded_at";
+
+/// One job by its primary key.
+pub(crate) fn job_by_id_sql() -> String {
+    format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")
+}
+
 impl Store {
     /// The checked spec of a stored sweep.
     pub async fn spec(&self, sweep: &str) -> StoreResult<Option<Spec>> {
@@ -93,13 +102,23 @@ impl Store {
         Ok(found)
     }
 
-    /// One job, every column.
+    /// One job, every column, by its primary key (a filter's `$1 IS NULL OR id = $1`
+    /// would scan the table).
     pub async fn job(&self, id: Uuid) -> StoreResult<Option<JobRow>> {
-        let filter = JobFilter {
-            ids: vec![id],
-            ..JobFilter::default()
-        };
-        Ok(self.jobs(&filter, Some(1)).await?.into_iter().next())
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        on_conn!(&mut conn, |c, _b| {
+            let sql = job_by_id_sql();
+            let row = sqlx::query(&sql)
+                .bind(Id(id))
+                .fetch_optional(&mut *c)
+                .await
+                .context("cannot read a job")?;
+            row.as_ref()
+                .map(decode_job)
+                .transpose()
+                .context("cannot read a job")
+        })
     }
 
     /// The jobs whose id starts with `prefix`, in id order, at most `limit`.
@@ -174,14 +193,11 @@ impl Store {
         let mut pooled = self.acquire().await?;
         let mut conn = pooled.conn();
         on_conn!(&mut conn, |c, _b| {
-            let rows = sqlx::query(
-                "SELECT job_id, attempt, step, name, value, recorded_at FROM metrics \
-                 WHERE job_id = $1 ORDER BY name, step, attempt, recorded_at",
-            )
-            .bind(Id(job))
-            .fetch_all(&mut *c)
-            .await
-            .context("cannot read metrics")?;
+            let rows = sqlx::query(METRICS_OF_JOB)
+                .bind(Id(job))
+                .fetch_all(&mut *c)
+                .await
+                .context("cannot read metrics")?;
             rows.iter()
                 .map(decode_metric)
                 .collect::<Result<Vec<_>, _>>()
