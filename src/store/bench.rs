@@ -160,16 +160,7 @@ pub async fn bench_queue(url: &str, jobs: usize, workers: usize) -> StoreResult<
     let connections = u32::try_from(workers + 1).unwrap_or(u32::MAX);
     let store = Store::open_with(url, connections).await?;
     let spec = bench_spec(&format!("bench-{}", Uuid::now_v7()));
-    let specs: Vec<JobSpec> = (0..jobs)
-        .map(|i| JobSpec {
-            stage: "noop".into(),
-            kind: StageKind::Command,
-            key: format!("noop-{i}"),
-            params: Map::from_iter([("i".to_owned(), json!(i))]),
-            priority: 0,
-            max_attempts: 1,
-        })
-        .collect();
+    let specs = noop_jobs(jobs, |i| Map::from_iter([("i".to_owned(), json!(i))]));
     store.submit(&spec, "", "", &specs).await?;
 
     let started = Instant::now();
@@ -204,6 +195,20 @@ pub async fn bench_queue(url: &str, jobs: usize, workers: usize) -> StoreResult<
         jobs: done,
         seconds,
     })
+}
+
+/// `jobs` jobs of the bench spec's `noop` stage, job `i` with parameters `params(i)`.
+fn noop_jobs(jobs: usize, params: impl Fn(usize) -> Map<String, Value>) -> Vec<JobSpec> {
+    (0..jobs)
+        .map(|i| JobSpec {
+            stage: "noop".into(),
+            kind: StageKind::Command,
+            key: format!("noop-{i}"),
+            params: params(i),
+            priority: 0,
+            max_attempts: 1,
+        })
+        .collect()
 }
 
 fn bench_spec(name: &str) -> Spec {
@@ -242,19 +247,12 @@ pub async fn fill_dashboard_store(
 ) -> StoreResult<(String, Uuid)> {
     use super::error::Context as _;
     let spec = bench_spec(&format!("bench-{}", Uuid::now_v7()));
-    let specs: Vec<JobSpec> = (0..jobs)
-        .map(|i| JobSpec {
-            stage: "noop".into(),
-            kind: StageKind::Command,
-            key: format!("noop-{i}"),
-            params: Map::from_iter([
-                ("i".to_owned(), json!(i)),
-                ("batch_size".to_owned(), json!([64, 128, 256][i % 3])),
-            ]),
-            priority: 0,
-            max_attempts: 1,
-        })
-        .collect();
+    let specs = noop_jobs(jobs, |i| {
+        Map::from_iter([
+            ("i".to_owned(), json!(i)),
+            ("batch_size".to_owned(), json!([64, 128, 256][i % 3])),
+        ])
+    });
     store.submit(&spec, "", "", &specs).await?;
     let mut pooled = store.acquire().await?;
     let mut conn = pooled.conn();
