@@ -121,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(train::BenchCommand::Queue(args)) => train::bench_queue(args).await,
         Command::Bench(train::BenchCommand::Train(args)) => train::bench_train(args).await,
         Command::Bench(train::BenchCommand::Serve(args)) => train::bench_serve(args).await,
+        Command::Bench(train::BenchCommand::Scale(args)) => train::bench_scale(args).await,
     }
 }
 

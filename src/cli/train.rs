@@ -89,6 +89,31 @@ pub(super) enum BenchCommand {
     Train(BenchTrainArgs),
     /// The dashboard on a large store: time to first byte of each page.
     Serve(BenchServeArgs),
+    /// How submit, draining (with promotion), status and report grow with the study.
+    Scale(BenchScaleArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchScaleArgs {
+    /// Job counts, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    sizes: Vec<usize>,
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Also run against this Postgres database.
+    #[arg(long)]
+    postgres: Option<String>,
+}
+
+pub(super) async fn bench_scale(args: BenchScaleArgs) -> anyhow::Result<()> {
+    let table = bench::run_scale_bench(&bench::ScaleBench {
+        sizes: args.sizes,
+        workers: args.workers,
+        postgres: args.postgres,
+    })
+    .await?;
+    print_table(&table, table::Format::Text);
+    Ok(())
 }
 
 #[derive(Debug, Args)]

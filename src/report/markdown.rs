@@ -14,10 +14,11 @@
 //! the downstream tables with their random-init gains, each a module of its own once
 //! those helpers move to `layout`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::baseline;
 use super::format::{mean_std, plain, pretty_backbone, same_value, trimmed, LossConvention};
@@ -403,18 +404,74 @@ fn optimizer<'a>(cells: impl Iterator<Item = &'a Cell<'a>>, stage: &StageInfo) -
     }
 }
 
+/// The jobs of a study by id, and by stage and group values: built once per
+/// selection, so that reasoning about every decision stays linear in the jobs.
+struct JobIndex<'a> {
+    /// The `per` keys `by_group` is keyed on, in the decisions' order.
+    keys: Vec<String>,
+    by_id: HashMap<Uuid, &'a JobRecord>,
+    /// Stage and group key (see [`group_key`]) → its jobs, for one set of `per` keys.
+    by_group: HashMap<(&'a str, String), Vec<&'a JobRecord>>,
+}
+
+/// A group's values as one comparable text: numbers by value (`1` and `1.0` are the
+/// same, as [`same_value`] has it), everything else as JSON.
+fn group_key<'a>(
+    keys: impl Iterator<Item = &'a String>,
+    value_of: impl Fn(&str) -> &'a Value,
+) -> String {
+    let parts: Vec<String> = keys
+        .map(|key| match value_of(key) {
+            Value::Number(n) => {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                // -0.0 equals 0.0 by value.
+                format!("{key}={}", if x == 0.0 { 0.0 } else { x })
+            }
+            other => format!("{key}={other}"),
+        })
+        .collect();
+    parts.join("\u{1f}")
+}
+
+impl<'a> JobIndex<'a> {
+    fn new(input: &'a ReportInput, keys: &[String]) -> JobIndex<'a> {
+        let mut by_group: HashMap<(&str, String), Vec<&JobRecord>> = HashMap::new();
+        for job in &input.jobs {
+            let key = group_key(keys.iter(), |name| param(job, name));
+            by_group
+                .entry((job.stage.as_str(), key))
+                .or_default()
+                .push(job);
+        }
+        JobIndex {
+            keys: keys.to_vec(),
+            by_id: input.jobs.iter().map(|job| (job.id, job)).collect(),
+            by_group,
+        }
+    }
+}
+
 fn selection_section(out: &mut String, input: &ReportInput, selection: &str, names: &ModelNames) {
     let decisions: Vec<&DecisionRecord> = input
         .decisions
         .iter()
         .filter(|d| d.selection == selection)
         .collect();
+    let keys: Vec<String> = decisions
+        .first()
+        .map(|d| d.group.keys().cloned().collect())
+        .unwrap_or_default();
+    let index = JobIndex::new(input, &keys);
     let _ = writeln!(out, "### Selection `{selection}`\n");
     let mut rules: Vec<&str> = decisions.iter().map(|d| d.rule.as_str()).collect();
     rules.dedup();
     let _ = writeln!(out, "Rule: `{}`.\n", rules.join("`, `"));
     for decision in &decisions {
-        let _ = writeln!(out, "- {}", decision_reasoning(input, decision, names));
+        let _ = writeln!(
+            out,
+            "- {}",
+            decision_reasoning(input, &index, decision, names)
+        );
     }
     out.push('\n');
     let _ = writeln!(out, "Selected models:\n");
@@ -455,26 +512,42 @@ fn group_label(group: &serde_json::Map<String, Value>) -> String {
 /// lowest loss, in one line.
 fn decision_reasoning(
     input: &ReportInput,
+    index: &JobIndex<'_>,
     decision: &DecisionRecord,
     names: &ModelNames,
 ) -> String {
     let winner_jobs: Vec<&JobRecord> = decision
         .winners
         .iter()
-        .filter_map(|id| input.jobs.iter().find(|job| job.id == *id))
+        .filter_map(|id| index.by_id.get(id).copied())
         .collect();
     let source_stage = winner_jobs.first().map(|job| job.stage.as_str());
-    let candidates: Vec<&JobRecord> = input
-        .jobs
-        .iter()
-        .filter(|job| source_stage.map_or(true, |stage| job.stage == stage))
-        .filter(|job| {
-            decision
-                .group
-                .iter()
-                .all(|(key, value)| same_value(param(job, key), value))
-        })
-        .collect();
+    let in_group = |job: &&JobRecord| {
+        decision
+            .group
+            .iter()
+            .all(|(key, value)| same_value(param(job, key), value))
+    };
+    let candidates: Vec<&JobRecord> = match source_stage {
+        // The index holds the group's jobs; the check keeps the exact comparison.
+        Some(stage) if decision.group.keys().eq(index.keys.iter()) => {
+            let key = group_key(decision.group.keys(), |name| &decision.group[name]);
+            index
+                .by_group
+                .get(&(stage, key))
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(in_group)
+                .collect()
+        }
+        _ => input
+            .jobs
+            .iter()
+            .filter(|job| source_stage.map_or(true, |stage| job.stage == stage))
+            .filter(in_group)
+            .collect(),
+    };
     let succeeded = candidates
         .iter()
         .filter(|job| job.state == JobState::Succeeded)

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::format::{model_name, plain, same_value};
 use super::layout::{BACKBONE, PROJECTION_DIM};
 use super::model::ReportInput;
+use crate::sweep::Params;
 
 /// Every winner's model name, and the order the winners were decided in.
 pub struct ModelNames<'a> {
@@ -26,32 +27,37 @@ impl<'a> ModelNames<'a> {
             .iter()
             .flat_map(|decision| decision.stale.iter())
             .flat_map(|stale| stale.winners.iter());
+        let mut seen = std::collections::HashSet::new();
         for id in input
             .decisions
             .iter()
             .flat_map(|decision| decision.winners.iter())
             .chain(picked_now)
         {
-            if !winners.contains(id) {
+            if seen.insert(*id) {
                 winners.push(*id);
             }
         }
+        // By id and by name once, so that naming stays near linear in the winners
+        // and the jobs however many groups a study has.
+        let params: std::collections::HashMap<Uuid, &Params> =
+            input.jobs.iter().map(|job| (job.id, &job.params)).collect();
         let base: Vec<(Uuid, String)> = winners
             .iter()
-            .map(|id| (*id, Self::base_name(input, *id)))
+            .map(|id| (*id, Self::base_name(params.get(id).copied(), *id)))
             .collect();
+        let mut by_name: std::collections::HashMap<&str, Vec<Uuid>> = Default::default();
+        for (id, name) in &base {
+            by_name.entry(name.as_str()).or_default().push(*id);
+        }
         let mut names = BTreeMap::new();
         for (id, name) in &base {
-            let clashing: Vec<Uuid> = base
-                .iter()
-                .filter(|(_, other)| other == name)
-                .map(|(other, _)| *other)
-                .collect();
+            let clashing = &by_name[name.as_str()];
             // Winners with the same backbone and projection are told apart by the
             // parameters they differ in; winners that differ by seed alone are one
             // model, and share a name so their rows aggregate as seeds.
             let name = if clashing.len() > 1 {
-                format!("{name}{}", Self::difference(input, *id, &clashing))
+                format!("{name}{}", Self::difference(&params, *id, clashing))
             } else {
                 name.clone()
             };
@@ -66,8 +72,12 @@ impl<'a> ModelNames<'a> {
 
     /// `_temperature0.1_optimizeradam`: the values of `id` for every parameter (but
     /// the seed) whose value is not the same on all of `group`.
-    fn difference(input: &ReportInput, id: Uuid, group: &[Uuid]) -> String {
-        let params_of = |job: Uuid| input.jobs.iter().find(|j| j.id == job).map(|j| &j.params);
+    fn difference(
+        params: &std::collections::HashMap<Uuid, &Params>,
+        id: Uuid,
+        group: &[Uuid],
+    ) -> String {
+        let params_of = |job: Uuid| params.get(&job).copied();
         let Some(own) = params_of(id) else {
             return format!("_{}", short_id(id));
         };
@@ -89,9 +99,10 @@ impl<'a> ModelNames<'a> {
             .collect()
     }
 
-    fn base_name(input: &ReportInput, id: Uuid) -> String {
-        match input.jobs.iter().find(|job| job.id == id) {
-            Some(job) => model_name(job.params.get(BACKBONE), job.params.get(PROJECTION_DIM)),
+    /// `SmallResNet_projection32` from a job's parameters; `job_<id>` without them.
+    fn base_name(params: Option<&Params>, id: Uuid) -> String {
+        match params {
+            Some(params) => model_name(params.get(BACKBONE), params.get(PROJECTION_DIM)),
             None => format!("job_{}", short_id(id)),
         }
     }
@@ -99,10 +110,10 @@ impl<'a> ModelNames<'a> {
     /// The model a job trained: the winner's name, or one built from the job's
     /// parameters.
     pub fn name(&self, id: Uuid) -> String {
-        self.names
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| Self::base_name(self.input, id))
+        self.names.get(&id).cloned().unwrap_or_else(|| {
+            let params = self.input.jobs.iter().find(|job| job.id == id);
+            Self::base_name(params.map(|job| &job.params), id)
+        })
     }
 
     /// Where a parent comes in the decisions' order; jobs without a decided parent last.

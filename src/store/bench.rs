@@ -334,3 +334,141 @@ pub async fn job_page_plans(store: &Store) -> StoreResult<Vec<(String, String)>>
     }
     Ok(plans)
 }
+
+/// What `sweeper bench scale` runs.
+#[derive(Debug, Clone)]
+pub struct ScaleBench {
+    /// Pretext-like jobs per run (each run adds one downstream job per group of ten).
+    pub sizes: Vec<usize>,
+    /// In-process workers draining each run.
+    pub workers: usize,
+    /// A Postgres database to run against too (a new SQLite file always is).
+    pub postgres: Option<String>,
+}
+
+/// Per backend and size: the time of `submit`, of draining the queue with
+/// `workers` in-process workers (claim + finish + promotion of every group), of
+/// `status` and of `report`, and each one's growth against the size before (10 for
+/// a tenfold size is linear).
+pub async fn run_scale_bench(bench: &ScaleBench) -> anyhow::Result<Table> {
+    let mut table = Table::new([
+        "backend",
+        "jobs",
+        "submit s",
+        "×",
+        "drain s",
+        "×",
+        "status ms",
+        "×",
+        "report ms",
+        "×",
+    ]);
+    let mut backends: Vec<Option<&str>> = vec![None];
+    backends.extend(bench.postgres.as_deref().map(Some));
+    for postgres in backends {
+        let mut before: Option<[f64; 4]> = None;
+        for &size in &bench.sizes {
+            let sqlite = std::env::temp_dir().join(format!("sweeper-scale-{}.db", Uuid::now_v7()));
+            let url =
+                postgres.map_or_else(|| format!("sqlite://{}", sqlite.display()), str::to_owned);
+            let ran = scale_run(&url, size, bench.workers).await;
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", sqlite.display()));
+            }
+            let (backend, times) = ran?;
+            let growth =
+                |i: usize| before.map(|b| (times[i] / b[i].max(1e-9) * 10.0).round() / 10.0);
+            let round = |x: f64, digits: i32| (x * 10f64.powi(digits)).round() / 10f64.powi(digits);
+            table.push(vec![
+                json!(match backend {
+                    Backend::Sqlite => "sqlite",
+                    Backend::Postgres => "postgres",
+                }),
+                json!(size),
+                json!(round(times[0], 3)),
+                json!(growth(0)),
+                json!(round(times[1], 2)),
+                json!(growth(1)),
+                json!(round(times[2] * 1000.0, 1)),
+                json!(growth(2)),
+                json!(round(times[3] * 1000.0, 1)),
+                json!(growth(3)),
+            ]);
+            eprintln!(
+                "{} jobs: submit {:.2} s, drain {:.2} s",
+                size, times[0], times[1]
+            );
+            before = Some(times);
+        }
+    }
+    Ok(table)
+}
+
+/// One run: `[submit, drain, status, report]` in seconds.
+async fn scale_run(url: &str, size: usize, workers: usize) -> anyhow::Result<(Backend, [f64; 4])> {
+    let store = Store::open_with(url, u32::try_from(workers + 1).unwrap_or(u32::MAX)).await?;
+    let groups = (size / 10).max(1);
+    let mut spec = bench_spec(&format!("scale-{}", Uuid::now_v7()));
+    spec.stages[0].grid = vec![
+        ("group".into(), (0..groups).map(|g| json!(g)).collect()),
+        (
+            "cell".into(),
+            (0..size.div_ceil(groups)).map(|c| json!(c)).collect(),
+        ),
+    ];
+    spec.selections = vec![crate::sweep::SelectionSpec {
+        name: "best".into(),
+        from: "noop".into(),
+        per: vec!["group".into()],
+        prefer: vec![crate::sweep::Preference::Min("loss".into())],
+        top: 1,
+        on_failure: crate::sweep::OnFailure::Promote,
+    }];
+    let mut follow = spec.stages[0].clone();
+    follow.name = "follow".into();
+    follow.grid = Vec::new();
+    follow.from = Some("best".into());
+    spec.stages.push(follow);
+
+    let started = Instant::now();
+    let jobs = crate::sweep::expand::expand(&spec);
+    store.submit(&spec, "", "", &jobs).await?;
+    let submit = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for worker in 0..workers {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let name = format!("scale-{worker}");
+            while let Some(job) = store.claim(&name, Duration::from_secs(600)).await? {
+                // A loss that differs per job and is the same on every run.
+                let loss = (job.key.bytes().map(u64::from).sum::<u64>() % 997) as f64 / 100.0;
+                let result = Finish::Succeeded(json!({ "loss": loss }));
+                store
+                    .finish(job.id, job.attempt, &result, Duration::ZERO)
+                    .await?;
+            }
+            StoreResult::Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("bench task panicked")?;
+    }
+    let drain = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    crate::status::Status::read(&store, Some(&spec.name)).await?;
+    let status = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let input = crate::report::from_store::load(&store, &spec.name).await?;
+    let _ = crate::report::markdown(&input);
+    let report = started.elapsed().as_secs_f64();
+
+    if store.backend() == Backend::Postgres {
+        store.delete_sweep(&spec.name).await?;
+    }
+    store.close().await;
+    Ok((store.backend(), [submit, drain, status, report]))
+}
