@@ -121,6 +121,18 @@ pub(super) async fn sweep(
     Path(name): Path<String>,
     Query(query): Query<JobsQuery>,
 ) -> Page {
+    // The filter first: a state the store has no name for is the request's fault.
+    let state = match query.state.as_deref() {
+        None => None,
+        Some(text) => Some(JobState::parse(text).ok_or_else(|| {
+            PageError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown state {text:?}: use queued, running, succeeded, failed or cancelled"
+                ),
+            )
+        })?),
+    };
     let status = Status::read(&app.store, Some(&name)).await?;
     let spec = app
         .store
@@ -132,7 +144,7 @@ pub(super) async fn sweep(
         ids: Vec::new(),
         sweep: Some(name.clone()),
         stage: query.stage.clone(),
-        state: query.state.as_deref().and_then(JobState::parse),
+        state,
     };
     let jobs = app
         .store

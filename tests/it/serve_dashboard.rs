@@ -481,6 +481,11 @@ async fn a_non_local_bind_needs_a_token_and_requests_without_it_get_401() {
         .unwrap()
         .to_owned();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
+    // A filter the store has no state for is refused, not ignored.
+    let unknown = get(format!("{base}/sweeps/x?state=done"), Some("s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
     // Every page is read-only: nothing but GET is routed.
     let posted = client
         .post(format!("{base}/"))
