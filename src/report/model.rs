@@ -124,40 +124,8 @@ impl JobRecord {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-
-    /// The state named by [`JobState::as_str`], as the store writes it.
-    pub fn parse(name: &str) -> Option<JobState> {
-        [
-            JobState::Queued,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::Cancelled,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == name)
-    }
-}
+/// The store's job state: one definition, which reports read and write.
+pub use crate::store::JobState;
 
 /// One stored selection decision: the winners of one group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

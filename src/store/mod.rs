@@ -43,6 +43,7 @@ pub mod bench;
 mod error;
 mod failure;
 mod id;
+mod members;
 mod promotion;
 pub mod query;
 mod queue;
@@ -435,7 +436,7 @@ impl Conn<'_> {
 }
 
 /// A job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,

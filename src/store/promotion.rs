@@ -27,9 +27,9 @@ use sqlx::Row as _;
 use uuid::Uuid;
 
 use super::error::Context as _;
-use super::{on_conn, Conn, Id, JobState, Stale, StoreError, StoreResult};
+use super::{members, on_conn, Conn, Id, JobState, Stale, StoreError, StoreResult};
 use crate::sweep::select::{self, Candidate, CandidateState, Decision, Outcome};
-use crate::sweep::{expand, params, JobSpec, Params, SelectionSpec, Spec};
+use crate::sweep::{expand, Params, SelectionSpec, Spec};
 
 /// One selection group of one sweep: what every step of a decision names.
 struct Group<'a> {
@@ -89,9 +89,10 @@ impl Conn<'_> {
         let Some(spec) = self.sweep_spec(sweep).await? else {
             return Ok(());
         };
+        self.ensure_members(&spec).await?;
         for selection in spec.selections.iter().filter(|s| s.from == stage) {
             let values = select::group_of(selection, params);
-            let key = Value::Object(values.clone()).to_string();
+            let key = select::group_key(selection, params);
             let group = Group {
                 sweep,
                 spec: &spec,
@@ -176,7 +177,7 @@ impl Conn<'_> {
             return Ok(());
         }
         let replaced: Vec<&DownstreamJob> = downstream.iter().filter(|j| j.replaceable()).collect();
-        let removed = self.delete_unclaimed(&replaced).await?;
+        let removed = self.delete_unclaimed(group, &replaced).await?;
         let reason = redecided_reason(&current.outcome, outcome);
         self.supersede(group, current.revision, &reason, &removed, outcome)
             .await?;
@@ -201,40 +202,32 @@ impl Conn<'_> {
     }
 
     /// The group's candidates: its stored jobs of the ranked stage, and the cells of the
-    /// sweep's grid not stored yet (still to run).
+    /// sweep's grid not stored yet (still to run), read from the group's members alone.
     async fn group_candidates(
         &mut self,
         group: &Group<'_>,
         values: &Params,
     ) -> StoreResult<Vec<Candidate>> {
-        let selection = group.selection;
-        let mut candidates: Vec<Candidate> = self
-            .candidates(group.sweep, &selection.from)
-            .await?
-            .into_iter()
-            .filter(|c| select::group_of(selection, &c.params) == *values)
-            .collect();
+        let members = self
+            .group_members(group.sweep, group.selection, group.key)
+            .await?;
+        let mut candidates = members.stored;
         // A cell of the sweep that is not stored yet (an import of part of a grid that
         // `submit` completes later) is still to run: the group is not done. Jobs stored
         // under keys of their own (not from this spec's grid) are the whole group.
-        let stored: HashSet<String> = candidates.iter().map(|c| c.key.clone()).collect();
-        let cells: Vec<JobSpec> = expand::expand(group.spec)
-            .into_iter()
-            .filter(|cell| cell.stage == selection.from)
-            .collect();
-        let from_grid = cells.iter().any(|cell| stored.contains(&cell.key));
-        let unstored = cells
-            .into_iter()
-            .filter(|cell| from_grid && !stored.contains(&cell.key))
-            .filter(|cell| select::group_of(selection, &cell.params) == *values)
-            .map(|cell| Candidate {
-                job_id: Uuid::nil(),
-                key: cell.key,
-                params: cell.params,
-                state: CandidateState::Pending,
-                result: None,
-            });
-        candidates.extend(unstored);
+        if !members.unstored.is_empty()
+            && (members.stored_from_grid
+                || self
+                    .stage_stored_from_grid(group.sweep, group.selection)
+                    .await?)
+        {
+            candidates.extend(
+                members
+                    .unstored
+                    .into_iter()
+                    .map(|key| members::pending(key, values)),
+            );
+        }
         Ok(candidates)
     }
 
@@ -247,10 +240,13 @@ impl Conn<'_> {
         let mut queued = 0;
         for winner in winners {
             for job in expand::downstream(group.spec, &group.selection.name, winner) {
-                queued += u64::from(
-                    self.insert_job(group.sweep, &job, Some(winner.job_id))
-                        .await?,
-                );
+                if self
+                    .insert_job(group.sweep, &job, Some(winner.job_id))
+                    .await?
+                {
+                    self.add_member(group.spec, &job).await?;
+                    queued += 1;
+                }
             }
         }
         Ok(queued)
@@ -413,12 +409,12 @@ impl Conn<'_> {
         for &winner in winners {
             let rows = on_conn!(self, |c, b| {
                 let sql = format!(
+                    // A job id is unique across sweeps: the parent alone finds them.
                     "SELECT id, stage, key, params, parent_job_id, state, attempt FROM jobs \
-                     WHERE sweep = $1 AND parent_job_id = $2 ORDER BY id{}",
+                     WHERE parent_job_id = $1 ORDER BY id{}",
                     b.lock_row()
                 );
                 let rows = sqlx::query(&sql)
-                    .bind(group.sweep)
                     .bind(Id(winner))
                     .fetch_all(&mut *c)
                     .await
@@ -454,7 +450,11 @@ impl Conn<'_> {
 
     /// Deletes queued jobs that were never claimed; returns what each one was, for the
     /// superseded decision's record.
-    async fn delete_unclaimed(&mut self, jobs: &[&DownstreamJob]) -> StoreResult<Vec<Value>> {
+    async fn delete_unclaimed(
+        &mut self,
+        group: &Group<'_>,
+        jobs: &[&DownstreamJob],
+    ) -> StoreResult<Vec<Value>> {
         let mut removed = Vec::new();
         for job in jobs {
             let done = on_conn!(self, |c, _b| {
@@ -466,6 +466,7 @@ impl Conn<'_> {
                     .rows_affected()
             });
             if done == 1 {
+                self.remove_member(group.sweep, &job.key).await?;
                 removed.push(json!({
                     "id": job.id,
                     "stage": job.stage,
@@ -476,31 +477,6 @@ impl Conn<'_> {
             }
         }
         Ok(removed)
-    }
-
-    async fn candidates(&mut self, sweep: &str, stage: &str) -> StoreResult<Vec<Candidate>> {
-        on_conn!(self, |c, _b| {
-            let rows = sqlx::query(
-                "SELECT id, key, params, state, result FROM jobs WHERE sweep = $1 AND stage = $2 \
-                 ORDER BY id",
-            )
-            .bind(sweep)
-            .bind(stage)
-            .fetch_all(&mut *c)
-            .await
-            .context("cannot read a stage's jobs")?;
-            let candidates = rows
-                .iter()
-                .map(decode_candidate)
-                .collect::<Result<Vec<Candidate>, _>>()
-                .context("cannot read a stage's jobs")?;
-            // A random-init baseline is the yardstick of a stage, never one of its
-            // candidates.
-            Ok(candidates
-                .into_iter()
-                .filter(|candidate| !params::is_baseline(&candidate.params))
-                .collect())
-        })
     }
 }
 
@@ -555,7 +531,7 @@ fn started_reason(started: &[&DownstreamJob]) -> String {
     )
 }
 
-fn decode_candidate<R>(row: &R) -> Result<Candidate, sqlx::Error>
+pub(super) fn decode_candidate<R>(row: &R) -> Result<Candidate, sqlx::Error>
 where
     R: sqlx::Row,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,

@@ -49,11 +49,12 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let mut conn = tx.conn();
         let stored = conn.sweep_head(&spec.name).await?;
-        let version = match stored {
+        // The grid the members were built from is only unchanged by an identical file.
+        let (version, grid_changed) = match stored {
             None => {
                 conn.upsert_sweep(spec, text, hash, 1).await?;
                 conn.insert_version(spec, text, hash, 1, &[]).await?;
-                1
+                (1, true)
             }
             Some((version, stored_hash, stored_spec)) => {
                 let changes = version::changes(&stored_spec, spec);
@@ -65,28 +66,27 @@ impl Store {
                     });
                 }
                 if stored_hash == hash && stored_spec == *spec && !new_version {
-                    version
+                    (version, false)
                 } else {
                     conn.upsert_sweep(spec, text, hash, version + 1).await?;
                     conn.insert_version(spec, text, hash, version + 1, &changes)
                         .await?;
-                    version + 1
+                    (version + 1, true)
                 }
             }
         };
-        let mut summary = SubmitSummary {
-            version,
-            ..SubmitSummary::default()
-        };
-        for job in jobs {
-            if conn.insert_job(&spec.name, job, None).await? {
-                summary.added += 1;
-            } else {
-                summary.kept += 1;
-            }
+        let added = conn.insert_jobs(&spec.name, version, jobs).await?;
+        if grid_changed {
+            conn.index_members(spec).await?;
+        } else {
+            conn.ensure_members(spec).await?;
         }
         tx.commit().await?;
-        Ok(summary)
+        Ok(SubmitSummary {
+            version,
+            added,
+            kept: jobs.len() as u64 - added,
+        })
     }
 
     /// Records a job run elsewhere as succeeded with `result` (for `import`), so that
@@ -101,11 +101,11 @@ impl Store {
     ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
         let mut conn = tx.conn();
-        if conn.sweep_spec(sweep).await?.is_none() {
+        let Some(spec) = conn.sweep_spec(sweep).await? else {
             return Err(StoreError::UnknownSweep {
                 name: sweep.to_owned(),
             });
-        }
+        };
         let written = on_conn!(&mut conn, |c, b| {
             let sql = format!(
                 "INSERT INTO jobs (id, sweep, stage, kind, key, params, priority, max_attempts, \
@@ -151,6 +151,8 @@ impl Store {
         }
         let written = written.is_some();
         if written {
+            conn.ensure_members(&spec).await?;
+            conn.add_member(&spec, job).await?;
             conn.promote(sweep, &job.stage, &job.params).await?;
         }
         tx.commit().await?;
@@ -885,6 +887,47 @@ impl Conn<'_> {
             .context("cannot store a job")?;
             Ok(done.rows_affected() == 1)
         })
+    }
+
+    /// Inserts the queued root jobs of `submit` whose key is not stored, in multi-row
+    /// batches; returns how many were new.
+    async fn insert_jobs(
+        &mut self,
+        sweep: &str,
+        version: i64,
+        jobs: &[JobSpec],
+    ) -> StoreResult<u64> {
+        // 10 bound values a row: far below either backend's limit.
+        const BATCH: usize = 500;
+        let mut added = 0;
+        for batch in jobs.chunks(BATCH) {
+            added += on_conn!(self, |c, _b| {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO jobs (id, sweep, stage, kind, key, params, priority, \
+                                       max_attempts, parent_job_id, spec_version) ",
+                );
+                insert.push_values(batch, |mut row, job| {
+                    row.push_bind(Id(Uuid::now_v7()))
+                        .push_bind(sweep)
+                        .push_bind(&job.stage)
+                        .push_bind(job.kind.as_str())
+                        .push_bind(&job.key)
+                        .push_bind(Json(&job.params))
+                        .push_bind(job.priority)
+                        .push_bind(job.max_attempts)
+                        .push_bind(None::<Id>)
+                        .push_bind(version as i32);
+                });
+                insert.push(" ON CONFLICT (sweep, key) DO NOTHING");
+                insert
+                    .build()
+                    .execute(&mut *c)
+                    .await
+                    .context("cannot store a job")?
+                    .rows_affected()
+            });
+        }
+        Ok(added)
     }
 
     /// True while `(job, attempt)` is the running attempt; on Postgres the row stays

@@ -77,6 +77,11 @@ pub fn group_of(sel: &SelectionSpec, params: &Params) -> Params {
         .collect()
 }
 
+/// A group's parameters as canonical JSON: how its decision and members are stored.
+pub fn group_key(sel: &SelectionSpec, params: &Params) -> String {
+    Value::Object(group_of(sel, params)).to_string()
+}
+
 /// The selection's preferences in words.
 pub fn rule_text(sel: &SelectionSpec) -> String {
     sel.prefer
