@@ -93,12 +93,20 @@ impl Status {
 }
 
 /// Counts per sweep and stage, in the store's order (sweep, then stage creation), one
-/// column per [`JobState`], the total, how many have ended (succeeded, failed or
-/// cancelled) and the stage's ETA in seconds (see [`progress::stage_eta_seconds`];
+/// column per [`JobState`] (paused and stopped only where some job is), the total, how
+/// many have ended (succeeded, failed, cancelled or stopped) and the stage's ETA in seconds (see [`progress::stage_eta_seconds`];
 /// null where there is nothing to go by yet).
 pub fn stage_table(counts: &[StageCount], running: &[RunningRow]) -> Table {
+    // The two states of successive halving get a column where some job is in them.
+    let halving_only = [JobState::Paused, JobState::Stopped];
+    let shown: Vec<usize> = (0..JobState::ALL.len())
+        .filter(|&at| {
+            !halving_only.contains(&JobState::ALL[at])
+                || counts.iter().any(|c| c.state == JobState::ALL[at] && c.count > 0)
+        })
+        .collect();
     let mut columns = vec!["sweep", "stage"];
-    columns.extend(JobState::ALL.iter().map(|s| s.as_str()));
+    columns.extend(shown.iter().map(|&at| JobState::ALL[at].as_str()));
     columns.extend(["total", "done", "eta s"]);
     let mut table = Table::new(columns);
     struct Row<'a> {
@@ -137,8 +145,9 @@ pub fn stage_table(counts: &[StageCount], running: &[RunningRow]) -> Table {
     };
     for row in rows {
         let (sweep, stage) = row.key;
-        let ended: i64 = [JobState::Succeeded, JobState::Failed, JobState::Cancelled]
+        let ended: i64 = JobState::ALL
             .into_iter()
+            .filter(|state| state.is_terminal())
             .map(|state| of(&row.per_state, state))
             .sum();
         let running_left: Vec<Option<f64>> = running
@@ -157,7 +166,7 @@ pub fn stage_table(counts: &[StageCount], running: &[RunningRow]) -> Table {
             &running_left,
         );
         let mut cells = vec![json!(sweep), json!(stage)];
-        cells.extend(row.per_state.iter().map(|n| json!(n)));
+        cells.extend(shown.iter().map(|&at| json!(row.per_state[at])));
         cells.push(json!(row.per_state.iter().sum::<i64>()));
         cells.push(json!(ended));
         cells.push(json!(eta.map(|eta| eta.round() as i64)));

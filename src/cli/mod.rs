@@ -3,7 +3,7 @@
 //! argument structs and handlers:
 //!
 //! - [`submit`] holds `submit`;
-//! - [`status`] holds `status`, `jobs`, `workers`, `cancel`, `retry`;
+//! - [`status`] holds `status`, `jobs`, `workers`, `cancel`, `retry`, `resume`;
 //! - [`report`] holds `report`, `plot`, `import`, `query`, `logs`;
 //! - [`serve`] holds `serve`, the dashboard;
 //! - [`worker`] holds `worker` and its signal handling;
@@ -64,6 +64,9 @@ enum Command {
     Cancel(status::SelectArgs),
     /// Put failed or cancelled jobs back in the queue.
     Retry(status::SelectArgs),
+    /// Send jobs a rung of successive halving stopped on to their full epoch count,
+    /// from their checkpoints.
+    Resume(status::SelectArgs),
     /// Print a command job's output log: its stdout and stderr, every attempt.
     Logs(report::LogsArgs),
     /// List the workers that registered in the store.
@@ -105,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(args) => status::jobs(db, args).await,
         Command::Cancel(args) => status::cancel(db, args).await,
         Command::Retry(args) => status::retry(db, args).await,
+        Command::Resume(args) => status::resume(db, args).await,
         Command::Logs(args) => report::logs(db, args).await,
         Command::Workers(args) => status::workers(db, args).await,
         Command::Query(args) => report::query(db, args).await,

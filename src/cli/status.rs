@@ -194,3 +194,14 @@ pub(super) async fn retry(db: &str, args: SelectArgs) -> anyhow::Result<()> {
     println!("{retried} jobs back in the queue");
     Ok(())
 }
+
+pub(super) async fn resume(db: &str, args: SelectArgs) -> anyhow::Result<()> {
+    let filter = job_filter(args, "resume")?;
+    if filter.state.is_some_and(|s| s != JobState::Stopped) {
+        bail!(BadInput("resume takes --state stopped".into()));
+    }
+    let store = open_reaped(db).await?;
+    let resumed = store.resume(&filter).await?;
+    println!("{resumed} stopped jobs back in the queue, to run to their full epochs");
+    Ok(())
+}

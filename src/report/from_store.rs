@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::model::{DecisionRecord, JobRecord, JobState, ReportInput, StageInfo, StaleMark};
+use super::model::{DecisionRecord, JobRecord, ReportInput, StageInfo, StaleMark};
 use super::{parse_import_csv, ImportIssue, ReportError, ReportResult};
 use crate::store::{self, Store};
 use crate::sweep::{self, expand, JobSpec, Spec, StageKind};
@@ -45,7 +45,7 @@ async fn load_with(store: &Store, sweep: &str, with_curves: bool) -> ReportResul
             id: row.id,
             stage: row.stage,
             kind,
-            state: report_state(row.state),
+            state: row.state,
             params: row.params,
             result: row.result,
             error: row.error_message,
@@ -326,16 +326,6 @@ fn stage_infos(spec: &Spec) -> Vec<StageInfo> {
 
 fn stage_kind(spec: &Spec, stage: &str, stored: StageKind) -> StageKind {
     spec.stage(stage).map_or(stored, |s| s.kind)
-}
-
-fn report_state(state: store::JobState) -> JobState {
-    match state {
-        store::JobState::Queued => JobState::Queued,
-        store::JobState::Running => JobState::Running,
-        store::JobState::Succeeded => JobState::Succeeded,
-        store::JobState::Failed => JobState::Failed,
-        store::JobState::Cancelled => JobState::Cancelled,
-    }
 }
 
 /// The per-epoch `loss` of the job's newest attempt, by epoch.

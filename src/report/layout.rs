@@ -22,8 +22,12 @@ pub const TRAIN_IMAGES: &str = "train_images";
 pub enum Mark {
     Running,
     Queued,
+    /// At a rung of successive halving, waiting for its group.
+    Paused,
     Failed,
     Cancelled,
+    /// Stopped at a rung by successive halving: its loss there is not a final one.
+    Stopped,
     /// No job for this grid point.
     Missing,
     /// The job succeeded but its result lacks the metric.
@@ -33,11 +37,13 @@ pub enum Mark {
 }
 
 impl Mark {
-    pub const ALL: [Mark; 7] = [
+    pub const ALL: [Mark; 9] = [
         Mark::Queued,
         Mark::Running,
+        Mark::Paused,
         Mark::Failed,
         Mark::Cancelled,
+        Mark::Stopped,
         Mark::Missing,
         Mark::NoValue,
         Mark::AtChance,
@@ -48,7 +54,9 @@ impl Mark {
             Mark::Queued => "…",
             Mark::Running => "▶",
             Mark::Failed => "✗",
+            Mark::Paused => "⏸",
             Mark::Cancelled => "⊘",
+            Mark::Stopped => "✂",
             Mark::Missing => "–",
             Mark::NoValue => "?",
             Mark::AtChance => "≥",
@@ -60,7 +68,9 @@ impl Mark {
             Mark::Queued => "queued",
             Mark::Running => "running",
             Mark::Failed => "failed",
+            Mark::Paused => "paused at a rung of successive halving",
             Mark::Cancelled => "cancelled",
+            Mark::Stopped => "stopped at a rung by successive halving (see its section)",
             Mark::Missing => "no job (not submitted or excluded)",
             Mark::NoValue => "finished without this metric",
             Mark::AtChance => "loss not below chance (learned nothing measurable)",
@@ -97,6 +107,8 @@ impl<'a> Cell<'a> {
                 JobState::Running => Some(Mark::Running),
                 JobState::Failed => Some(Mark::Failed),
                 JobState::Cancelled => Some(Mark::Cancelled),
+                JobState::Paused => Some(Mark::Paused),
+                JobState::Stopped => Some(Mark::Stopped),
                 JobState::Succeeded if job.metric(metric).is_none() => Some(Mark::NoValue),
                 JobState::Succeeded => None,
             })

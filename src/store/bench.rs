@@ -231,6 +231,7 @@ fn bench_spec(name: &str) -> Spec {
             seeds: None,
             priority: 0,
             max_attempts: 1,
+            halving: None,
         }],
         selections: Vec::new(),
     }

@@ -1,4 +1,5 @@
-//! Which jobs each selection group ranks (`selection_members`), kept as jobs are
+//! Which jobs each selection group ranks, and each halving group cuts
+//! (`selection_members`), kept as jobs are
 //! stored, so that deciding a group reads that group alone: a finish costs the size of
 //! its group, not of its stage, and never expands the grid inside the write
 //! transaction.
@@ -28,6 +29,30 @@ struct Member<'a> {
     group_key: String,
 }
 
+/// What groups a stage's jobs: a selection, or a stage's halving rule.
+struct Grouping<'a> {
+    name: String,
+    stage: &'a str,
+    per: &'a [String],
+}
+
+/// Every grouping of the sweep: its selections, then its halving stages.
+fn groupings(spec: &Spec) -> Vec<Grouping<'_>> {
+    let selections = spec.selections.iter().map(|selection| Grouping {
+        name: selection.name.clone(),
+        stage: &selection.from,
+        per: &selection.per,
+    });
+    let halving = spec.stages.iter().filter_map(|stage| {
+        stage.halving.as_ref().map(|rule| Grouping {
+            name: super::halving::grouping_name(stage),
+            stage: &stage.name,
+            per: &rule.per,
+        })
+    });
+    selections.chain(halving).collect()
+}
+
 /// A group's members as deciding it needs them.
 pub(super) struct GroupMembers {
     /// Its stored jobs, in key order.
@@ -49,11 +74,11 @@ impl Conn<'_> {
                 .context("cannot rebuild a sweep's selection groups")?;
         });
         let cells = expand::expand(spec);
-        for selection in &spec.selections {
+        for grouping in groupings(spec) {
             let members: Vec<Member> = cells
                 .iter()
-                .filter(|cell| cell.stage == selection.from)
-                .filter_map(|cell| member(selection, cell))
+                .filter(|cell| cell.stage == grouping.stage)
+                .filter_map(|cell| member(&grouping, cell))
                 .collect();
             self.insert_members(&spec.name, &members, true).await?;
             // Stored jobs of the stage under keys of their own.
@@ -64,8 +89,8 @@ impl Conn<'_> {
                          WHERE m.sweep = j.sweep AND m.selection = $3 AND m.key = j.key)",
                 )
                 .bind(&spec.name)
-                .bind(&selection.from)
-                .bind(&selection.name)
+                .bind(grouping.stage)
+                .bind(&grouping.name)
                 .fetch_all(&mut *c)
                 .await
                 .context("cannot read a ranked stage's jobs")?
@@ -74,9 +99,9 @@ impl Conn<'_> {
                 .iter()
                 .filter(|(_, Json(params))| !params::is_baseline(params))
                 .map(|(key, Json(params))| Member {
-                    selection: &selection.name,
+                    selection: &grouping.name,
                     key,
-                    group_key: select::group_key(selection, params),
+                    group_key: select::per_key(grouping.per, params),
                 })
                 .collect();
             self.insert_members(&spec.name, &own, false).await?;
@@ -124,11 +149,11 @@ impl Conn<'_> {
     /// Adds a job stored after submit (a promoted job, an import) to the groups that
     /// rank its stage; a grid cell's row is already there.
     pub(super) async fn add_member(&mut self, spec: &Spec, job: &JobSpec) -> StoreResult<()> {
-        let members: Vec<Member> = spec
-            .selections
+        let groupings = groupings(spec);
+        let members: Vec<Member> = groupings
             .iter()
-            .filter(|selection| selection.from == job.stage)
-            .filter_map(|selection| member(selection, job))
+            .filter(|grouping| grouping.stage == job.stage)
+            .filter_map(|grouping| member(grouping, job))
             .collect();
         self.insert_members(&spec.name, &members, false).await
     }
@@ -252,11 +277,11 @@ impl Conn<'_> {
 
 /// A job's row in the selection's groups; none for a random-init baseline, which is
 /// the yardstick of its stage, never one of its candidates.
-fn member<'a>(selection: &'a SelectionSpec, job: &'a JobSpec) -> Option<Member<'a>> {
+fn member<'a>(grouping: &'a Grouping<'_>, job: &'a JobSpec) -> Option<Member<'a>> {
     (!params::is_baseline(&job.params)).then(|| Member {
-        selection: &selection.name,
+        selection: &grouping.name,
         key: &job.key,
-        group_key: select::group_key(selection, &job.params),
+        group_key: select::per_key(grouping.per, &job.params),
     })
 }
 

@@ -42,6 +42,7 @@ use crate::sweep::{Params, StageKind};
 pub mod bench;
 mod error;
 mod failure;
+mod halving;
 mod id;
 mod members;
 mod promotion;
@@ -54,6 +55,7 @@ pub mod table;
 pub use query::query_read_only;
 
 pub use error::{StoreError, StoreResult};
+pub use halving::{Halted, RungDecision};
 pub use failure::{Blame, Failure, FailureKind, UnknownFailureKind};
 pub(crate) use id::Id;
 pub use id::IdPrefix;
@@ -441,27 +443,36 @@ impl Conn<'_> {
 pub enum JobState {
     Queued,
     Running,
+    /// At a rung of its stage's successive halving, its checkpoint stored, waiting for
+    /// the rest of its group; it holds no device.
+    Paused,
     Succeeded,
     Failed,
     Cancelled,
+    /// Ended at a rung by its stage's successive halving; `resume` sends it on.
+    Stopped,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Queued,
         JobState::Running,
+        JobState::Paused,
         JobState::Succeeded,
         JobState::Failed,
         JobState::Cancelled,
+        JobState::Stopped,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
             JobState::Running => "running",
+            JobState::Paused => "paused",
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::Stopped => "stopped",
         }
     }
 
@@ -472,7 +483,7 @@ impl JobState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Stopped
         )
     }
 }
@@ -514,6 +525,9 @@ pub struct ClaimedJob {
     /// The fencing token: every write for this job names it.
     pub attempt: i32,
     pub parent_job_id: Option<Uuid>,
+    /// The epoch this attempt stops at for a rung of successive halving; `None`: the
+    /// end.
+    pub halt_at: Option<i64>,
 }
 
 /// The answer to a heartbeat.
@@ -540,6 +554,9 @@ pub enum Finish {
     Succeeded(Value),
     Failed(Failure),
     Cancelled,
+    /// It reached the rung `epoch` of its stage's successive halving, checkpoint
+    /// stored: it pauses there for its group's decision.
+    AtRung { epoch: i64 },
 }
 
 /// One metric value of a job's attempt.
@@ -611,6 +628,9 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Where successive halving paused or stopped it, with the value compared there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<Halted>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -77,9 +77,11 @@ impl DownstreamJob {
 }
 
 impl Conn<'_> {
-    /// Runs the selections that rank `stage` for the group of a job of that stage that
-    /// just ended: decides a group the first time it is ready, and decides it again
-    /// when its ranking changed since (see the module's documentation).
+    /// After a job of `stage` ended or paused at a rung: decides the ready rungs of its
+    /// halving group ([`super::halving`]), then runs the selections that rank `stage`
+    /// for its group and for those of the jobs the rungs stopped: decides a group the
+    /// first time it is ready, and decides it again when its ranking changed since (see
+    /// the module's documentation).
     pub(super) async fn promote(
         &mut self,
         sweep: &str,
@@ -90,12 +92,28 @@ impl Conn<'_> {
             return Ok(());
         };
         self.ensure_members(&spec).await?;
+        // Jobs a rung decision stops have ended: their selection groups may be ready.
+        let mut ended = vec![params.clone()];
+        ended.extend(self.decide_rungs(&spec, stage, params).await?);
+        for params in &ended {
+            self.promote_selections(sweep, &spec, stage, params).await?;
+        }
+        Ok(())
+    }
+
+    async fn promote_selections(
+        &mut self,
+        sweep: &str,
+        spec: &Spec,
+        stage: &str,
+        params: &Params,
+    ) -> StoreResult<()> {
         for selection in spec.selections.iter().filter(|s| s.from == stage) {
             let values = select::group_of(selection, params);
             let key = select::group_key(selection, params);
             let group = Group {
                 sweep,
-                spec: &spec,
+                spec,
                 selection,
                 key: &key,
             };
@@ -256,15 +274,22 @@ impl Conn<'_> {
     /// transactions are serial already): without it two workers finishing a group's last
     /// two jobs at once would each see the other's job unfinished.
     async fn lock_group(&mut self, group: &Group<'_>) -> StoreResult<()> {
+        self.lock_key(&format!(
+            "sweeper promotion\u{1f}{}\u{1f}{}\u{1f}{}",
+            group.sweep, group.selection.name, group.key
+        ))
+        .await
+    }
+
+    /// Holds a transaction-scoped lock on `name` (Postgres; SQLite's write
+    /// transactions are serial already).
+    pub(super) async fn lock_key(&mut self, name: &str) -> StoreResult<()> {
         if let Conn::Postgres(c) = self {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(format!(
-                    "sweeper promotion\u{1f}{}\u{1f}{}\u{1f}{}",
-                    group.sweep, group.selection.name, group.key
-                ))
+                .bind(name)
                 .execute(&mut **c)
                 .await
-                .context("cannot lock a selection group")?;
+                .context("cannot lock a group")?;
         }
         Ok(())
     }

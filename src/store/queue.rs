@@ -75,7 +75,7 @@ impl Store {
                 }
             }
         };
-        let added = conn.insert_jobs(&spec.name, version, jobs).await?;
+        let added = conn.insert_jobs(spec, version, jobs).await?;
         if grid_changed {
             conn.index_members(spec).await?;
         } else {
@@ -173,10 +173,12 @@ impl Store {
                 now = b.now()
             );
             let returning = match b {
-                Backend::Sqlite => "id, sweep, stage, kind, key, params, attempt, parent_job_id",
+                Backend::Sqlite => {
+                    "id, sweep, stage, kind, key, params, attempt, parent_job_id, halt_at"
+                }
                 Backend::Postgres => {
                     "jobs.id, jobs.sweep, jobs.stage, jobs.kind, jobs.key, jobs.params, \
-                     jobs.attempt, jobs.parent_job_id"
+                     jobs.attempt, jobs.parent_job_id, jobs.halt_at"
                 }
             };
             let sql = match b {
@@ -218,6 +220,7 @@ impl Store {
                     parent_job_id: row
                         .try_get::<Option<Id>, _>("parent_job_id")?
                         .map(|id| id.0),
+                    halt_at: row.try_get("halt_at")?,
                 })
             };
             Ok(Some(decode().context("cannot read a claimed job")?))
@@ -428,6 +431,13 @@ impl Store {
                          error_message = 'cancelled on request', lease_expires_at = NULL, \
                          finished_at = {now}, updated_at = {now} {fence}"
                 ),
+                // A pause at a rung spends no attempt: the next one resumes the run.
+                Finish::AtRung { .. } => format!(
+                    "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' \
+                             ELSE 'paused' END, \
+                         free_attempts = free_attempts + 1, lease_expires_at = NULL, \
+                         updated_at = {now} {fence}"
+                ),
             };
             let query = sqlx::query(&sql).bind(Id(job)).bind(attempt);
             let query = match finish {
@@ -438,7 +448,7 @@ impl Store {
                     .bind(failure.retryable())
                     .bind(backoff.as_secs_f64())
                     .bind(failure.blame == Blame::Infrastructure),
-                Finish::Cancelled => query,
+                Finish::Cancelled | Finish::AtRung { .. } => query,
             };
             let row = query
                 .fetch_optional(&mut *c)
@@ -449,7 +459,11 @@ impl Store {
                 .context("cannot read a finished job")?
         });
         let Some(ended) = ended else { return Ok(None) };
-        if ended.state.is_terminal() {
+        if let (Finish::AtRung { epoch }, JobState::Paused) = (finish, ended.state) {
+            conn.pause_at_rung(job, &ended.sweep, &ended.stage, *epoch)
+                .await?;
+        }
+        if ended.state.is_terminal() || ended.state == JobState::Paused {
             conn.promote(&ended.sweep, &ended.stage, &ended.params)
                 .await?;
         }
@@ -559,7 +573,7 @@ impl Store {
             .collect())
     }
 
-    /// Cancels queued jobs at once and asks the workers of running ones to stop them.
+    /// Cancels queued and paused jobs at once and asks the workers of running ones to stop them.
     pub async fn cancel(&self, filter: &JobFilter) -> StoreResult<CancelSummary> {
         let mut tx = self.write_tx().await?;
         let mut conn = tx.conn();
@@ -572,7 +586,7 @@ impl Store {
                     "UPDATE jobs SET state = 'cancelled', error_kind = 'cancelled', \
                          error_message = 'cancelled on request', finished_at = {now}, \
                          updated_at = {now} \
-                     WHERE state = 'queued' AND {filter} \
+                     WHERE state IN ('queued', 'paused') AND {filter} \
                      RETURNING sweep, stage, params, state",
                     now = b.now(),
                     filter = FILTER_SQL
@@ -632,6 +646,35 @@ impl Store {
         }
         tx.commit().await?;
         Ok(retried)
+    }
+
+    /// Sends stopped jobs (those a rung of successive halving ended) on from their
+    /// checkpoints to the full epoch count, past every rung; their selections decide
+    /// again once they finish. A filter on another state matches nothing.
+    pub async fn resume(&self, filter: &JobFilter) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let mut conn = tx.conn();
+        conn.check_ids(&filter.ids).await?;
+        let mut resumed = 0;
+        for id in filter_ids(filter) {
+            resumed += on_conn!(&mut conn, |c, b| {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'queued', halt_at = NULL, cancel_requested = FALSE, \
+                         run_after = {now}, worker = NULL, lease_expires_at = NULL, \
+                         finished_at = NULL, updated_at = {now} \
+                     WHERE state = 'stopped' AND {filter}",
+                    now = b.now(),
+                    filter = FILTER_SQL
+                );
+                bind_filter(sqlx::query(&sql), id, filter)
+                    .execute(&mut *c)
+                    .await
+                    .context("cannot resume jobs")?
+                    .rows_affected()
+            });
+        }
+        tx.commit().await?;
+        Ok(resumed)
     }
 
     /// Registers a worker on `device`.
@@ -893,18 +936,25 @@ impl Conn<'_> {
     /// batches; returns how many were new.
     async fn insert_jobs(
         &mut self,
-        sweep: &str,
+        spec: &Spec,
         version: i64,
         jobs: &[JobSpec],
     ) -> StoreResult<u64> {
-        // 10 bound values a row: far below either backend's limit.
+        // 11 bound values a row: far below either backend's limit.
         const BATCH: usize = 500;
+        // A job of a stage with successive halving first stops at the first rung.
+        let first_rung = |stage: &str| {
+            spec.stage(stage)
+                .and_then(|stage| stage.halving.as_ref())
+                .and_then(|rule| rule.rungs.first().copied())
+        };
+        let sweep = spec.name.as_str();
         let mut added = 0;
         for batch in jobs.chunks(BATCH) {
             added += on_conn!(self, |c, _b| {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO jobs (id, sweep, stage, kind, key, params, priority, \
-                                       max_attempts, parent_job_id, spec_version) ",
+                                       max_attempts, parent_job_id, spec_version, halt_at) ",
                 );
                 insert.push_values(batch, |mut row, job| {
                     row.push_bind(Id(Uuid::now_v7()))
@@ -916,7 +966,8 @@ impl Conn<'_> {
                         .push_bind(job.priority)
                         .push_bind(job.max_attempts)
                         .push_bind(None::<Id>)
-                        .push_bind(version as i32);
+                        .push_bind(version as i32)
+                        .push_bind(first_rung(&job.stage));
                 });
                 insert.push(" ON CONFLICT (sweep, key) DO NOTHING");
                 insert

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::error::Context as _;
 use super::table::Table;
 use super::{
-    on_conn, AttemptRow, FailureKind, Id, IdPrefix, JobFilter, JobProvenance, JobRow, JobState,
+    on_conn, AttemptRow, FailureKind, Halted, Id, IdPrefix, JobFilter, JobProvenance, JobRow,
+    JobState, RungDecision,
     MetricRow, PromotionRow, RunningRow, StageCount, Store, StoreResult, SupersededPromotion,
     WorkerRow,
 };
@@ -21,7 +22,7 @@ use crate::sweep::{Params, Spec};
 const JOB_COLUMNS: &str = "id, sweep, stage, kind, key, params, state, priority, attempt, \
     max_attempts, free_attempts, cancel_requested, worker, lease_expires_at, heartbeat_at, \
     progress_step, error_kind, error_message, result, checkpoint, parent_job_id, created_at, \
-    started_at, finished_at";
+    started_at, finished_at, halted";
 
 /// One job's metric values: what a job page reads (`metrics_job` serves it).
 pub(crate) const METRICS_OF_JOB: &str = "SELECT job_id, attempt, step, name, value, recorded_at \
@@ -260,6 +261,23 @@ impl Store {
             }
         });
         Ok(passed)
+    }
+
+    /// Every rung decision of a sweep's successive halving, by stage, group and rung.
+    pub async fn rung_decisions(&self, sweep: &str) -> StoreResult<Vec<RungDecision>> {
+        let mut pooled = self.acquire().await?;
+        let mut conn = pooled.conn();
+        let rows: Vec<Json<RungDecision>> = on_conn!(&mut conn, |c, _b| {
+            sqlx::query_scalar(
+                "SELECT decision FROM rung_decisions WHERE sweep = $1 \
+                 ORDER BY stage, group_key, rung",
+            )
+            .bind(sweep)
+            .fetch_all(&mut *c)
+            .await
+            .context("cannot read rung decisions")?
+        });
+        Ok(rows.into_iter().map(|Json(decision)| decision).collect())
     }
 
     /// Every promotion of a sweep (the decision in force per group), oldest first.
@@ -543,6 +561,7 @@ where
     for<'r> Option<Id>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Json<Params>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<Json<Value>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Json<Halted>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<DateTime<Utc>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> &'r str: sqlx::ColumnIndex<R>,
@@ -572,7 +591,7 @@ where
                     .map_err(|error| sqlx::Error::ColumnDecode {
                         index: "error_kind".into(),
                         source: error.into(),
-                    })
+    })
             })
             .transpose()?,
         error_message: row.try_get("error_message")?,
@@ -586,6 +605,9 @@ where
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        halted: row
+            .try_get::<Option<Json<Halted>>, _>("halted")?
+            .map(|json| json.0),
     })
 }
 

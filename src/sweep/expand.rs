@@ -574,6 +574,7 @@ mod tests {
             seeds: None,
             priority: 0,
             max_attempts: 1,
+            halving: None,
         };
         let cells: Vec<Vec<usize>> = cell_indices(&stage).collect();
         assert_eq!(cells, [vec![0, 0], vec![1, 0], vec![1, 1]]);
@@ -604,6 +605,7 @@ mod tests {
             seeds: None,
             priority: 0,
             max_attempts: 1,
+            halving: None,
         };
         assert_eq!(grid_size(&stage), 10u128.pow(21));
         assert_eq!(cell_indices(&stage).take(3).count(), 3);

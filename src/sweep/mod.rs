@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 pub mod check;
 pub mod error;
 pub mod expand;
+pub mod halving;
 pub mod params;
 pub mod raw;
 pub mod select;
@@ -176,6 +177,9 @@ pub struct StageSpec {
     pub seeds: Option<Vec<i64>>,
     pub priority: i32,
     pub max_attempts: i32,
+    /// Successive halving over the stage's grid (pretext stages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halving: Option<halving::HalvingSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -262,7 +262,7 @@ pub enum JobParams {
     Command(CommandParams),
 }
 
-mod defaults {
+pub(crate) mod defaults {
     use super::OptimizerKind;
     pub fn batch_size() -> i64 {
         256

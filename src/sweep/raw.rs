@@ -73,6 +73,20 @@ pub struct RawStage {
     pub seeds: Option<Spanned<Vec<Spanned<i64>>>>,
     pub priority: Option<Spanned<i64>>,
     pub max_attempts: Option<Spanned<i64>>,
+    pub halving: Option<Spanned<RawHalving>>,
+}
+
+/// `[stages.halving]`: see [`crate::sweep::halving::HalvingSpec`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHalving {
+    pub metric: Spanned<String>,
+    pub mode: Option<Spanned<String>>,
+    pub rungs: Spanned<Vec<Spanned<i64>>>,
+    /// A fraction as a string (`"1/3"`) or a decimal.
+    pub keep: Spanned<toml::Value>,
+    #[serde(default)]
+    pub per: Vec<Spanned<String>>,
 }
 
 /// Axis name → its values, each value with its position.

@@ -71,15 +71,24 @@ pub enum Decision {
 
 /// The group a job belongs to: its values of the selection's `per` parameters.
 pub fn group_of(sel: &SelectionSpec, params: &Params) -> Params {
-    sel.per
-        .iter()
+    per_group(&sel.per, params)
+}
+
+/// The values of the `per` parameters: a group of a selection or of a halving rule.
+pub fn per_group(per: &[String], params: &Params) -> Params {
+    per.iter()
         .filter_map(|name| params.get(name).map(|value| (name.clone(), value.clone())))
         .collect()
 }
 
-/// A group's parameters as canonical JSON: how its decision and members are stored.
+/// [`per_group`] as canonical JSON: how a group's decisions and members are stored.
+pub fn per_key(per: &[String], params: &Params) -> String {
+    Value::Object(per_group(per, params)).to_string()
+}
+
+/// A selection group's parameters as canonical JSON.
 pub fn group_key(sel: &SelectionSpec, params: &Params) -> String {
-    Value::Object(group_of(sel, params)).to_string()
+    per_key(&sel.per, params)
 }
 
 /// The selection's preferences in words.

@@ -72,6 +72,10 @@ pub struct PretextConfig {
     pub augment_strength: Option<f64>,
     /// Smallest area of a random resized crop, as a fraction of the image (0.08).
     pub crop_min_scale: f64,
+    /// Stop after this epoch, checkpoint written, for a rung of successive halving
+    /// (not a parameter: the store sets it per attempt). The schedule still spans
+    /// `epochs`, so a run paused and resumed trains exactly as one never paused.
+    pub halt_at: Option<i64>,
 }
 
 impl PretextConfig {
@@ -155,6 +159,7 @@ impl PretextConfig {
             seed: p.seed as u64,
             augment_strength: p.augment_strength,
             crop_min_scale: p.crop_min_scale,
+            halt_at: None,
         }
     }
 }

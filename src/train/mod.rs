@@ -67,6 +67,8 @@ pub struct TrainJob {
     /// Where decoded-image caches are shared by every job of this machine.
     pub cache_dir: PathBuf,
     pub device: tch::Device,
+    /// The epoch to stop at for a rung of successive halving (pretext only).
+    pub halt_at: Option<i64>,
 }
 
 /// What a running job reports.
@@ -142,10 +144,35 @@ pub fn run_job(
     events: &Sender<TrainEvent>,
     cancel: &AtomicBool,
 ) -> TrainResult<serde_json::Value> {
+    match run(job, events, cancel)? {
+        RunEnd::Finished(result) => Ok(result),
+        RunEnd::AtRung { epoch } => Err(TrainError::Fatal(format!(
+            "job {}: stopped at the rung of epoch {epoch}, before the end",
+            job.job_id
+        ))),
+    }
+}
+
+/// How a run of [`run`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    /// At the end, with [`run_job`]'s result.
+    Finished(serde_json::Value),
+    /// At [`TrainJob::halt_at`], its checkpoint written there.
+    AtRung { epoch: i64 },
+}
+
+/// [`run_job`], stopping at [`TrainJob::halt_at`] when it comes before the end.
+pub fn run(
+    job: &TrainJob,
+    events: &Sender<TrainEvent>,
+    cancel: &AtomicBool,
+) -> TrainResult<RunEnd> {
     let id = job.job_id;
     match job.kind {
         StageKind::Pretext => {
-            let cfg = config::PretextConfig::from_params(&job.params, id)?;
+            let mut cfg = config::PretextConfig::from_params(&job.params, id)?;
+            cfg.halt_at = job.halt_at;
             let set = load_split(
                 job,
                 data::Split::Train,
@@ -173,14 +200,17 @@ pub fn run_job(
                 events,
                 cancel,
             )?;
-            Ok(json!({
+            if let Some(epoch) = outcome.halted_at {
+                return Ok(RunEnd::AtRung { epoch });
+            }
+            Ok(RunEnd::Finished(json!({
                 "loss": outcome.loss,
                 "epochs": outcome.epochs,
                 "train_images": outcome.train_images,
                 "chance_loss": outcome.chance_loss,
                 "skipped_images": set.skipped.len(),
                 "checkpoint": outcome.checkpoint,
-            }))
+            })))
         }
         StageKind::Linear | StageKind::Finetune => {
             let linear = job.kind == StageKind::Linear;
@@ -226,7 +256,7 @@ pub fn run_job(
             let figures =
                 metrics::classification(&outcome.predictions, &outcome.truth, &outcome.label_names);
             let skipped = train.skipped.len() + val.skipped.len() + test.skipped.len();
-            Ok(json!({
+            Ok(RunEnd::Finished(json!({
                 "accuracy": figures.accuracy,
                 "precision": figures.precision,
                 "recall": figures.recall,
@@ -237,7 +267,7 @@ pub fn run_job(
                 "train_images": outcome.train_images,
                 "test_images": outcome.test_images,
                 "skipped_images": skipped,
-            }))
+            })))
         }
         StageKind::Command => Err(TrainError::Fatal(format!(
             "job {id}: command jobs are run by the worker, not the trainer"

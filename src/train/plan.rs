@@ -118,6 +118,7 @@ pub fn plan_standalone(request: &StandaloneRequest) -> Result<StandalonePlan, Pl
         init_checkpoint: request.init.clone(),
         cache_dir: request.cache.clone(),
         device,
+        halt_at: None,
     };
     Ok(StandalonePlan {
         stage: stage.name.clone(),
@@ -194,6 +195,7 @@ mod tests {
             seeds: None,
             priority: 0,
             max_attempts: 1,
+            halving: None,
         };
         let params: Params =
             serde_json::from_value(json!({"batch_size": 64, "epochs": 15, "seed": 0})).unwrap();

@@ -39,6 +39,8 @@ pub struct PretextOutcome {
     pub resumed_from: i64,
     /// Mean loss of every epoch this attempt ran.
     pub epoch_losses: Vec<f64>,
+    /// The epoch it stopped at for a rung ([`PretextConfig::halt_at`]), before the end.
+    pub halted_at: Option<i64>,
 }
 
 /// Backbone and projection head under one `VarStore` (`backbone.*`, `head.*`).
@@ -190,7 +192,8 @@ pub fn train(
 
     let total_steps = steps_per_epoch * cfg.epochs;
     let mut epoch_losses = Vec::new();
-    for epoch in start_epoch..cfg.epochs {
+    let end = cfg.halt_at.map_or(cfg.epochs, |halt| halt.clamp(1, cfg.epochs));
+    for epoch in start_epoch..end {
         let started = Instant::now();
         // The next steps' views are gathered and augmented on a loader thread while
         // this one trains.
@@ -278,7 +281,7 @@ pub fn train(
             seconds,
         }));
         epoch_losses.push(mean_loss);
-        if done % cfg.checkpoint_every == 0 || done == cfg.epochs {
+        if done % cfg.checkpoint_every == 0 || done == end {
             let sidecar = Sidecar {
                 epoch: done,
                 backbone: cfg.arch.name.clone(),
@@ -318,6 +321,7 @@ pub fn train(
         checkpoint,
         resumed_from: start_epoch,
         epoch_losses,
+        halted_at: (end < cfg.epochs).then_some(end),
     })
 }
 

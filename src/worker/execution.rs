@@ -31,6 +31,9 @@ pub(crate) enum Outcome {
     Failed(Failure),
     /// It stopped because it was asked to.
     Stopped,
+    /// It trained up to the rung `epoch` of its stage's successive halving and wrote
+    /// its checkpoint there.
+    AtRung { epoch: i64 },
 }
 
 /// How to ask a running job to stop.

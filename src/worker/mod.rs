@@ -438,6 +438,7 @@ impl Worker {
                 failure.message.lines().next().unwrap_or("")
             ),
             Finish::Cancelled => "its end (cancelled)".to_owned(),
+            Finish::AtRung { epoch } => format!("its pause at the rung of epoch {epoch}"),
         };
         let ended = self
             .until_recorded(job, &what, || {

@@ -171,6 +171,7 @@ impl Worker {
             init_checkpoint,
             cache_dir: self.cache_dir.clone(),
             device: self.device.to_tch(),
+            halt_at: job.halt_at,
         })
     }
 }

@@ -80,10 +80,11 @@ pub(crate) fn start(job: TrainJob) -> Result<Execution, Failure> {
             // The boundary: whatever libtorch panics with outside a guarded step
             // becomes a failure blamed on the job or the machine, its message cut.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                train::run_job(&job, &train_tx, &flag)
+                train::run(&job, &train_tx, &flag)
             }));
             let outcome = match ran {
-                Ok(Ok(result)) => Outcome::Succeeded(result),
+                Ok(Ok(train::RunEnd::Finished(result))) => Outcome::Succeeded(result),
+                Ok(Ok(train::RunEnd::AtRung { epoch })) => Outcome::AtRung { epoch },
                 Ok(Err(error)) => outcome_of(error, FailureKind::Fatal),
                 Err(payload) => outcome_of(
                     train::device::panic_error("training", payload.as_ref()),

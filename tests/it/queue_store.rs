@@ -367,6 +367,7 @@ async fn promotion_happens_once_per_group_under_concurrency(db: &TestDb) {
         seeds: None,
         priority: 1,
         max_attempts: 3,
+        halving: None,
     };
     let best = selection("best", "pre", &["i"], vec![Preference::Min("loss".into())]);
     let sweep = spec("promote", vec![pre, post], vec![best]);

@@ -14,12 +14,13 @@ use serde_json::{Map, Number, Value};
 use toml::Spanned;
 
 mod dataset;
+mod halving;
 mod selection;
 mod stage;
 
 use super::expand;
 use super::params::{self, CommandParams, DownstreamParams, JobParams, ParamError, PretextParams};
-use super::raw::{self, RawDataset, RawFile, RawParams, RawSelection, RawStage};
+use super::raw::{self, RawDataset, RawFile, RawHalving, RawParams, RawSelection, RawStage};
 use super::{
     DatasetSpec, OnFailure, Overrides, Params, Preference, SelectionSpec, Spec, StageKind,
     StageSpec, SweepError, SweepResult,

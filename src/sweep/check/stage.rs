@@ -250,6 +250,7 @@ impl Checker<'_> {
             seeds,
             priority,
             max_attempts,
+            halving: None,
         };
         let cells = expand::grid_size(&checked)
             .saturating_mul(checked.seeds.as_ref().map_or(context.sweep_seeds, Vec::len) as u128);
@@ -268,6 +269,10 @@ impl Checker<'_> {
             ));
         }
         self.typed_params(index, &checked, &spans, stage_span, context)?;
+        let mut checked = checked;
+        if let Some(rule) = &stage.halving {
+            checked.halving = Some(self.halving(index, rule, &checked, &fields)?);
+        }
         Ok((checked, fields))
     }
 
