@@ -9,7 +9,7 @@ ALTER TABLE jobs ADD CONSTRAINT jobs_state_check
     CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'paused', 'stopped'));
 
 -- The epoch the next attempt stops at for its group's rung decision; NULL: the end.
-ALTER TABLE jobs ADD COLUMN halt_at INTEGER;
+ALTER TABLE jobs ADD COLUMN halt_at BIGINT;
 -- The job's last rung as JSON {"epoch", "metric", "value"}: where it is paused or was
 -- stopped, with the value it was compared on.
 ALTER TABLE jobs ADD COLUMN halted JSONB;
@@ -20,7 +20,7 @@ CREATE TABLE rung_decisions (
     sweep      TEXT NOT NULL REFERENCES sweeps (name) ON DELETE CASCADE,
     stage      TEXT NOT NULL,
     group_key  TEXT NOT NULL,
-    rung       INTEGER NOT NULL,
+    rung       BIGINT NOT NULL,
     decision   JSONB NOT NULL,
     decided_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (sweep, stage, group_key, rung)

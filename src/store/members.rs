@@ -10,6 +10,8 @@
 //! A store written before the table existed builds a sweep's members the first time
 //! one of its groups is decided.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::Row as _;
@@ -81,20 +83,30 @@ impl Conn<'_> {
                 .filter_map(|cell| member(&grouping, cell))
                 .collect();
             self.insert_members(&spec.name, &members, true).await?;
-            // Stored jobs of the stage under keys of their own.
-            let rows: Vec<(String, Json<Params>)> = on_conn!(self, |c, _b| {
-                sqlx::query_as(
-                    "SELECT key, params FROM jobs j WHERE sweep = $1 AND stage = $2 \
-                     AND NOT EXISTS (SELECT 1 FROM selection_members m \
-                         WHERE m.sweep = j.sweep AND m.selection = $3 AND m.key = j.key)",
-                )
-                .bind(&spec.name)
-                .bind(grouping.stage)
-                .bind(&grouping.name)
-                .fetch_all(&mut *c)
-                .await
-                .context("cannot read a ranked stage's jobs")?
+            // Stored jobs of the stage under keys of their own: their keys are compared
+            // here rather than by an anti-join, which a planner without statistics for
+            // rows inserted in this transaction may run as a nested loop.
+            let grid: HashSet<&str> = members.iter().map(|m| m.key).collect();
+            let keys: Vec<String> = on_conn!(self, |c, _b| {
+                sqlx::query_scalar("SELECT key FROM jobs WHERE sweep = $1 AND stage = $2")
+                    .bind(&spec.name)
+                    .bind(grouping.stage)
+                    .fetch_all(&mut *c)
+                    .await
+                    .context("cannot read a ranked stage's jobs")?
             });
+            let mut rows: Vec<(String, Json<Params>)> = Vec::new();
+            for key in keys.iter().filter(|key| !grid.contains(key.as_str())) {
+                let params: Json<Params> = on_conn!(self, |c, _b| {
+                    sqlx::query_scalar("SELECT params FROM jobs WHERE sweep = $1 AND key = $2")
+                        .bind(&spec.name)
+                        .bind(key)
+                        .fetch_one(&mut *c)
+                        .await
+                        .context("cannot read a ranked stage's jobs")?
+                });
+                rows.push((key.clone(), params));
+            }
             let own: Vec<Member> = rows
                 .iter()
                 .filter(|(_, Json(params))| !params::is_baseline(params))

@@ -574,6 +574,7 @@ where
             Some(JobState::Succeeded) => CandidateState::Succeeded,
             Some(JobState::Failed) => CandidateState::Failed,
             Some(JobState::Cancelled) => CandidateState::Cancelled,
+            Some(JobState::Stopped) => CandidateState::Stopped,
             _ => CandidateState::Pending,
         },
         result: row

@@ -30,9 +30,12 @@ pub enum CandidateState {
     Succeeded,
     /// Failed for good: no attempt left, or a failure another attempt cannot fix.
     Failed,
-    /// Queued or running.
+    /// Queued, running, or paused at a rung of successive halving.
     Pending,
     Cancelled,
+    /// Stopped at a rung by successive halving: it ended, but with no final value to
+    /// rank, and it is no failure either.
+    Stopped,
 }
 
 /// A candidate with the values it was compared on.
@@ -126,14 +129,15 @@ pub fn decide(sel: &SelectionSpec, group: &[Candidate]) -> Decision {
     if pending > 0 {
         return waiting(format!("{pending} of {total} jobs still queued or running"));
     }
-    let unsuccessful = total - count(CandidateState::Succeeded);
+    let stopped = count(CandidateState::Stopped);
+    let unsuccessful = total - count(CandidateState::Succeeded) - stopped;
     if sel.on_failure == OnFailure::Wait && unsuccessful > 0 {
         return waiting(format!(
             "{unsuccessful} of {total} jobs failed or were cancelled; on_failure = \"wait\" \
              waits for every job to succeed (retry them, or use on_failure = \"promote\")"
         ));
     }
-    if unsuccessful == total {
+    if unsuccessful + stopped == total {
         return waiting(format!("none of the {total} jobs succeeded"));
     }
 

@@ -41,6 +41,7 @@ mod store_outage;
 mod store_readonly;
 mod store_reaper;
 mod submit_params;
+mod sweep_halving;
 mod sweep_redecide;
 mod sweep_select;
 mod sweep_spec;

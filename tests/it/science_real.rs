@@ -55,6 +55,7 @@ fn job(kind: StageKind, params: Params, dataset: DatasetSpec, root: &Path, dir: 
         init_checkpoint: None,
         cache_dir: root.join("cache"),
         device: Device::Cpu,
+        halt_at: None,
     }
 }
 

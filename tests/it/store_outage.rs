@@ -136,8 +136,7 @@ fn script_stage(script: &std::path::Path) -> StageSpec {
     stage.command = Some(vec!["sh".into(), script.display().to_string()]);
     stage.kind = StageKind::Command;
     stage.params = Params::new();
-    stage,
-    halving: None,
+    stage
 }
 
 async fn running_job(store: &Store) -> uuid::Uuid {

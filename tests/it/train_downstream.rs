@@ -43,6 +43,7 @@ fn train_job(spec: &Spec, job: &JobSpec, dir: &Path, init: Option<&Path>) -> Tra
         init_checkpoint: init.map(Path::to_owned),
         cache_dir: dir.join("cache"),
         device: Device::Cpu,
+        halt_at: None,
     }
 }
 

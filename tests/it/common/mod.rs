@@ -201,8 +201,8 @@ pub fn command_stage(name: &str, argv: &[&str], n: usize, max_attempts: i32) -> 
         seeds: None,
         priority: 0,
         max_attempts,
-    },
-    halving: None,
+        halving: None,
+    }
 }
 
 pub fn spec(name: &str, stages: Vec<StageSpec>, selections: Vec<SelectionSpec>) -> Spec {
