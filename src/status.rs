@@ -102,7 +102,9 @@ pub fn stage_table(counts: &[StageCount], running: &[RunningRow]) -> Table {
     let shown: Vec<usize> = (0..JobState::ALL.len())
         .filter(|&at| {
             !halving_only.contains(&JobState::ALL[at])
-                || counts.iter().any(|c| c.state == JobState::ALL[at] && c.count > 0)
+                || counts
+                    .iter()
+                    .any(|c| c.state == JobState::ALL[at] && c.count > 0)
         })
         .collect();
     let mut columns = vec!["sweep", "stage"];

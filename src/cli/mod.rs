@@ -126,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(train::BenchCommand::Train(args)) => train::bench_train(args).await,
         Command::Bench(train::BenchCommand::Serve(args)) => train::bench_serve(args).await,
         Command::Bench(train::BenchCommand::Scale(args)) => train::bench_scale(args).await,
+        Command::Bench(train::BenchCommand::Halving(args)) => train::bench_halving(db, args).await,
     }
 }
 

@@ -91,6 +91,135 @@ pub(super) enum BenchCommand {
     Serve(BenchServeArgs),
     /// How submit, draining (with promotion), status and report grow with the study.
     Scale(BenchScaleArgs),
+    /// Epochs successive halving saves, replayed from complete loss curves.
+    Halving(BenchHalvingArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchHalvingArgs {
+    /// Also replay this sweep's stage (its complete curves, its declared rule).
+    #[arg(long, requires = "stage")]
+    sweep: Option<String>,
+    #[arg(long, requires = "sweep")]
+    stage: Option<String>,
+    /// Write the curves and rules replayed, as `benches/halving_reference.py` reads them.
+    #[arg(long)]
+    curves_out: Option<std::path::PathBuf>,
+    /// Write every stop of the replays as JSON.
+    #[arg(long)]
+    stops_out: Option<std::path::PathBuf>,
+}
+
+/// A stored stage's declared rule and the complete loss curves of its jobs that ran
+/// to the end, by group; a stopped job's curve ends at its rung and cannot be replayed.
+async fn stored_curves(
+    store: &sweeper::store::Store,
+    sweep: &str,
+    stage: &str,
+) -> anyhow::Result<(
+    sweeper::sweep::halving::HalvingSpec,
+    Vec<sweeper::sweep::halving_bench::GroupCurves>,
+)> {
+    use sweeper::store::{JobFilter, JobState};
+    let spec = store
+        .spec(sweep)
+        .await?
+        .with_context(|| format!("no sweep named {sweep:?} in the store"))?;
+    let rule = spec
+        .stage(stage)
+        .with_context(|| format!("sweep {sweep:?} has no stage {stage:?}"))?
+        .halving
+        .clone()
+        .with_context(|| format!("stage {stage:?} of {sweep:?} declares no [stages.halving]"))?;
+    let jobs = store
+        .jobs(
+            &JobFilter {
+                sweep: Some(sweep.to_owned()),
+                stage: Some(stage.to_owned()),
+                state: Some(JobState::Succeeded),
+                ..JobFilter::default()
+            },
+            None,
+        )
+        .await?;
+    let mut groups: std::collections::BTreeMap<String, sweeper::sweep::halving_bench::GroupCurves> =
+        Default::default();
+    for job in jobs {
+        let metrics = store.metrics(job.id).await?;
+        let curve = sweeper::report::from_store::curves(&metrics)
+            .remove(&rule.metric)
+            .unwrap_or_default();
+        // Complete: every epoch from 1, once.
+        if curve
+            .iter()
+            .enumerate()
+            .any(|(i, (step, _))| *step != i as i64 + 1)
+        {
+            continue;
+        }
+        let group = sweeper::sweep::select::per_group(&rule.per, &job.params);
+        groups
+            .entry(Value::Object(group.clone()).to_string())
+            .or_insert_with(|| sweeper::sweep::halving_bench::GroupCurves {
+                group,
+                curves: Vec::new(),
+            })
+            .curves
+            .push(sweeper::sweep::halving::Curve {
+                job_id: job.id,
+                key: job.key.clone(),
+                values: curve.into_iter().map(|(_, value)| value).collect(),
+            });
+    }
+    Ok((rule, groups.into_values().collect()))
+}
+
+pub(super) async fn bench_halving(db: &str, args: BenchHalvingArgs) -> anyhow::Result<()> {
+    use sweeper::sweep::halving_bench as hb;
+    let mut studies = vec![(
+        "seed-shaped (108 cells, 100 epochs)".to_owned(),
+        hb::seed_rule(),
+        hb::seed_shaped_study(),
+    )];
+    if let (Some(sweep), Some(stage)) = (&args.sweep, &args.stage) {
+        let store = sweeper::store::Store::open(db).await?;
+        let (rule, groups) = stored_curves(&store, sweep, stage).await?;
+        studies.push((format!("{sweep}/{stage} (stored)"), rule, groups));
+    }
+    let mut table = table::Table::new([
+        "curves",
+        "groups",
+        "jobs",
+        "epochs",
+        "full grid",
+        "saved",
+        "same winner",
+    ]);
+    let mut curves = Vec::new();
+    let mut stops = Vec::new();
+    for (name, rule, groups) in &studies {
+        let replay = hb::replay_study(rule, groups);
+        let saved = 1.0 - replay.epochs_spent as f64 / replay.epochs_full.max(1) as f64;
+        table.push(vec![
+            serde_json::json!(name),
+            serde_json::json!(replay.groups),
+            serde_json::json!(replay.jobs),
+            serde_json::json!(replay.epochs_spent),
+            serde_json::json!(replay.epochs_full),
+            serde_json::json!(format!("{:.0} %", saved * 100.0)),
+            serde_json::json!(format!("{} of {}", replay.same_winner, replay.groups)),
+        ]);
+        curves.push(hb::curves_json(rule, groups));
+        stops.push(serde_json::json!(replay.stops));
+    }
+    print_table(&table, table::Format::Text);
+    if let Some(path) = &args.curves_out {
+        std::fs::write(path, serde_json::to_vec(&curves)?)?;
+    }
+    if let Some(path) = &args.stops_out {
+        std::fs::write(path, serde_json::to_vec(&stops)?)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]

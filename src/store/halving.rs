@@ -78,7 +78,9 @@ impl Conn<'_> {
             spec.name
         ))
         .await?;
-        let jobs = self.halving_group(&spec.name, &grouping, &group_key).await?;
+        let jobs = self
+            .halving_group(&spec.name, &grouping, &group_key)
+            .await?;
         let mut rungs: Vec<i64> = jobs
             .iter()
             .filter(|job| job.state == JobState::Paused)

@@ -55,8 +55,8 @@ pub mod table;
 pub use query::query_read_only;
 
 pub use error::{StoreError, StoreResult};
-pub use halving::{Halted, RungDecision};
 pub use failure::{Blame, Failure, FailureKind, UnknownFailureKind};
+pub use halving::{Halted, RungDecision};
 pub(crate) use id::Id;
 pub use id::IdPrefix;
 
@@ -556,7 +556,9 @@ pub enum Finish {
     Cancelled,
     /// It reached the rung `epoch` of its stage's successive halving, checkpoint
     /// stored: it pauses there for its group's decision.
-    AtRung { epoch: i64 },
+    AtRung {
+        epoch: i64,
+    },
 }
 
 /// One metric value of a job's attempt.

@@ -10,9 +10,8 @@ use super::error::Context as _;
 use super::table::Table;
 use super::{
     on_conn, AttemptRow, FailureKind, Halted, Id, IdPrefix, JobFilter, JobProvenance, JobRow,
-    JobState, RungDecision,
-    MetricRow, PromotionRow, RunningRow, StageCount, Store, StoreResult, SupersededPromotion,
-    WorkerRow,
+    JobState, MetricRow, PromotionRow, RungDecision, RunningRow, StageCount, Store, StoreResult,
+    SupersededPromotion, WorkerRow,
 };
 use crate::progress::EpochSummary;
 use crate::provenance::Provenance;
@@ -515,10 +514,12 @@ impl Store {
         let mut pooled = self.acquire().await?;
         let mut conn = pooled.conn();
         on_conn!(&mut conn, |c, _b| {
-            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
-                .fetch_one(&mut *c)
-                .await
-                .context("cannot count active jobs")
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running', 'paused')",
+            )
+            .fetch_one(&mut *c)
+            .await
+            .context("cannot count active jobs")
         })
     }
 
@@ -591,7 +592,7 @@ where
                     .map_err(|error| sqlx::Error::ColumnDecode {
                         index: "error_kind".into(),
                         source: error.into(),
-    })
+                    })
             })
             .transpose()?,
         error_message: row.try_get("error_message")?,

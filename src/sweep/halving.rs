@@ -49,8 +49,12 @@ impl Keep {
     pub fn parse(text: &str) -> Result<Keep, String> {
         let (numerator, denominator) = match text.split_once('/') {
             Some((n, d)) => (
-                n.trim().parse::<u32>().map_err(|_| format!("{text:?} is not a fraction"))?,
-                d.trim().parse::<u32>().map_err(|_| format!("{text:?} is not a fraction"))?,
+                n.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{text:?} is not a fraction"))?,
+                d.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{text:?} is not a fraction"))?,
             ),
             None => {
                 let value: f64 = text
@@ -127,7 +131,10 @@ impl HalvingSpec {
     /// Best first; the job key breaks ties.
     fn ranked(&self, candidates: &[RungCandidate]) -> Vec<RungCandidate> {
         let mut ranked = candidates.to_vec();
-        ranked.sort_by(|a, b| self.better(a.value, b.value).then_with(|| a.key.cmp(&b.key)));
+        ranked.sort_by(|a, b| {
+            self.better(a.value, b.value)
+                .then_with(|| a.key.cmp(&b.key))
+        });
         ranked
     }
 }
@@ -197,8 +204,7 @@ impl HalvingSpec {
         let last = |curve: &Curve| curve.values.len() as i64;
         epochs_spent += alive.iter().map(|c| last(c)).sum::<i64>();
         let best = |set: &[&Curve]| {
-            let finals: Vec<RungCandidate> =
-                set.iter().map(|c| candidate(c, last(c))).collect();
+            let finals: Vec<RungCandidate> = set.iter().map(|c| candidate(c, last(c))).collect();
             self.ranked(&finals).first().map(|c| c.job_id)
         };
         Replay {
@@ -236,7 +242,10 @@ mod tests {
     #[test]
     fn a_third_of_nine_is_three_and_of_two_is_one() {
         let third = Keep::parse("1/3").unwrap();
-        assert_eq!((third.of(9), third.of(3), third.of(2), third.of(1)), (3, 1, 1, 1));
+        assert_eq!(
+            (third.of(9), third.of(3), third.of(2), third.of(1)),
+            (3, 1, 1, 1)
+        );
         assert_eq!(third.of(4), 2, "4/3 rounds up");
         let half = Keep::parse("0.5").unwrap();
         assert_eq!((half.of(5), half.of(4)), (3, 2));
@@ -260,7 +269,10 @@ mod tests {
         assert_eq!(cut.cut, Some(3.0));
         let mut max = rule.clone();
         max.mode = Mode::Max;
-        assert_eq!(keys(&max.cut(&[candidate("x", 1.0), candidate("y", 2.0)]).kept), ["y"]);
+        assert_eq!(
+            keys(&max.cut(&[candidate("x", 1.0), candidate("y", 2.0)]).kept),
+            ["y"]
+        );
     }
 
     #[test]
@@ -273,16 +285,31 @@ mod tests {
             .map(|(i, head)| Curve {
                 job_id: Uuid::from_u128(i as u128 + 1),
                 key: format!("k{i}"),
-                values: head.iter().copied().chain([1.0; 5].map(|v| v + i as f64)).collect(),
+                values: head
+                    .iter()
+                    .copied()
+                    .chain([1.0; 5].map(|v| v + i as f64))
+                    .collect(),
             })
             .collect();
         let replay = rule("1/2", &[2, 5]).replay(&curves);
         assert_eq!(
             replay.stopped,
-            [(Uuid::from_u128(1), 2), (Uuid::from_u128(4), 2), (Uuid::from_u128(3), 5)]
+            [
+                (Uuid::from_u128(1), 2),
+                (Uuid::from_u128(4), 2),
+                (Uuid::from_u128(3), 5)
+            ]
         );
-        assert_eq!((replay.epochs_spent, replay.epochs_full), (2 + 2 + 5 + 10, 40));
+        assert_eq!(
+            (replay.epochs_spent, replay.epochs_full),
+            (2 + 2 + 5 + 10, 40)
+        );
         assert_eq!(replay.winner, Some(Uuid::from_u128(2)));
-        assert_eq!(replay.winner_full, Some(Uuid::from_u128(1)), "job 1 ends at 1.0");
+        assert_eq!(
+            replay.winner_full,
+            Some(Uuid::from_u128(1)),
+            "job 1 ends at 1.0"
+        );
     }
 }

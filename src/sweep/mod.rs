@@ -15,6 +15,7 @@ pub mod check;
 pub mod error;
 pub mod expand;
 pub mod halving;
+pub mod halving_bench;
 pub mod params;
 pub mod raw;
 pub mod select;

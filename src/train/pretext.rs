@@ -192,7 +192,9 @@ pub fn train(
 
     let total_steps = steps_per_epoch * cfg.epochs;
     let mut epoch_losses = Vec::new();
-    let end = cfg.halt_at.map_or(cfg.epochs, |halt| halt.clamp(1, cfg.epochs));
+    let end = cfg
+        .halt_at
+        .map_or(cfg.epochs, |halt| halt.clamp(1, cfg.epochs));
     for epoch in start_epoch..end {
         let started = Instant::now();
         // The next steps' views are gathered and augmented on a loader thread while

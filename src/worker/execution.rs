@@ -33,7 +33,9 @@ pub(crate) enum Outcome {
     Stopped,
     /// It trained up to the rung `epoch` of its stage's successive halving and wrote
     /// its checkpoint there.
-    AtRung { epoch: i64 },
+    AtRung {
+        epoch: i64,
+    },
 }
 
 /// How to ask a running job to stop.

@@ -217,12 +217,18 @@ impl Worker {
                 self.push_progress(job, files).await;
                 Finish::AtRung { epoch }
             }
-            (Outcome::Failed(_) | Outcome::Stopped | Outcome::AtRung { .. }, Some(StopReason::Cancel)) => {
+            (
+                Outcome::Failed(_) | Outcome::Stopped | Outcome::AtRung { .. },
+                Some(StopReason::Cancel),
+            ) => {
                 // Its files (a command's output log among them) stay readable.
                 self.push_progress(job, files).await;
                 Finish::Cancelled
             }
-            (Outcome::Failed(_) | Outcome::Stopped | Outcome::AtRung { .. }, Some(StopReason::Shutdown)) => {
+            (
+                Outcome::Failed(_) | Outcome::Stopped | Outcome::AtRung { .. },
+                Some(StopReason::Shutdown),
+            ) => {
                 // What the job did so far goes to the store for whoever takes it next,
                 // unless the worker must end now.
                 if !killed {

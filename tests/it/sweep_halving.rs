@@ -76,7 +76,10 @@ async fn drain(store: &Store, workers: usize, reached: &Arc<Mutex<HashMap<uuid::
                         value: loss(cell, epoch),
                     })
                     .collect();
-                let _ = store.record_metrics(job.id, job.attempt, &points).await.unwrap();
+                let _ = store
+                    .record_metrics(job.id, job.attempt, &points)
+                    .await
+                    .unwrap();
                 reached.lock().unwrap().insert(job.id, to);
                 let finish = match job.halt_at {
                     Some(epoch) => Finish::AtRung { epoch },
@@ -144,7 +147,10 @@ async fn the_worse_jobs_stop_at_each_rung_once_and_resume_to_the_end(db: &TestDb
             )
         })
         .collect();
-    assert_eq!(summary, [(32, 2, 2, 4), (32, 6, 1, 1), (64, 2, 2, 4), (64, 6, 1, 1)]);
+    assert_eq!(
+        summary,
+        [(32, 2, 2, 4), (32, 6, 1, 1), (64, 2, 2, 4), (64, 6, 1, 1)]
+    );
     let rung_6 = &decisions[1];
     assert_eq!(rung_6.cut.cut, Some(loss(1, 6)));
     assert_eq!(rung_6.keep, "1/3");
@@ -194,4 +200,60 @@ async fn the_worse_jobs_stop_at_each_rung_once_and_resume_to_the_end(db: &TestDb
         let ranked = promotion.decision["ranked"].as_array().unwrap();
         assert_eq!(ranked.iter().filter(|c| !c["rank"].is_null()).count(), 6);
     }
+}
+
+/// `bench halving` replays seed-shaped curves through the rule; the reference in
+/// `benches/`, written apart, stops the same jobs at the same rungs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_stops_what_the_reference_implementation_stops() {
+    let db = TestDb::sqlite().await;
+    let (curves, stops) = (db.path("curves.json"), db.path("stops.json"));
+    let output = db.sweeper(&[
+        "bench",
+        "halving",
+        "--curves-out",
+        curves.to_str().unwrap(),
+        "--stops-out",
+        stops.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("10800"), "{table}");
+    let studies: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&curves).unwrap()).unwrap();
+    let ours: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&stops).unwrap()).unwrap();
+    let study = db.path("study.json");
+    std::fs::write(&study, serde_json::to_vec(&studies[0]).unwrap()).unwrap();
+    let reference = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/halving_reference.py"
+        ))
+        .arg(&study)
+        .output()
+        .expect("python3 runs the reference");
+    assert!(
+        reference.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    let theirs: Vec<serde_json::Value> = serde_json::from_slice(&reference.stdout).unwrap();
+    let pairs = |stops: &[serde_json::Value]| -> Vec<(String, i64)> {
+        stops
+            .iter()
+            .map(|s| {
+                (
+                    s["job"].as_str().unwrap().to_owned(),
+                    s["rung"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(theirs.len(), 96, "8 of each group's 9 cells stop");
+    assert_eq!(pairs(ours[0].as_array().unwrap()), pairs(&theirs));
 }

@@ -986,3 +986,81 @@ fn refuses_a_file_without_a_sweep_table() {
     assert_eq!(location, format!("{ORIGIN}:1:1"));
     assert!(message.contains("missing field `sweep`"), "{message}");
 }
+
+// ---------------------------------------------------------------- successive halving
+
+/// [`BASE`]'s pretext stage with a halving rule.
+fn with_halving(rule: &str) -> String {
+    edit(
+        BASE,
+        "[stages.params]\nepochs = 2\n",
+        &format!("[stages.params]\nepochs = 20\n[stages.halving]\n{rule}\n"),
+    )
+}
+
+#[test]
+fn a_halving_rule_is_checked_where_it_is_written() {
+    let ok = parse_ok(&with_halving(
+        "metric = \"loss\"\nrungs = [5, 10]\nkeep = \"1/3\"\nper = [\"backbone\", \"batch_size\"]",
+    ));
+    let rule = ok.stages[0].halving.as_ref().expect("the rule");
+    assert_eq!(
+        (rule.rungs.clone(), rule.keep.of(9), rule.keep.of(4)),
+        (vec![5, 10], 3, 2)
+    );
+    let cases = [
+        (
+            "metric = \"loss\"\nrungs = [5, 20]\nkeep = \"1/3\"\nper = [\"batch_size\"]",
+            ("20]", 0),
+            "stages[0].halving.rungs",
+            "not below the 20 epochs",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [10, 5]\nkeep = \"1/3\"\nper = [\"batch_size\"]",
+            ("5]", 2),
+            "stages[0].halving.rungs",
+            "does not come after",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [5]\nkeep = \"3/2\"\nper = [\"batch_size\"]",
+            ("\"3/2\"", 0),
+            "stages[0].halving.keep",
+            "between 0 and 1",
+        ),
+        (
+            "metric = \"accuracy\"\nrungs = [5]\nkeep = 0.5\nper = [\"batch_size\"]",
+            ("\"accuracy\"", 0),
+            "stages[0].halving.metric",
+            "records every epoch",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [5]\nkeep = 0.5\nper = [\"backbone\"]",
+            ("\"backbone\"", 0),
+            "stages[0].halving.per",
+            "add \"batch_size\" to per",
+        ),
+        (
+            "metric = \"loss\"\nrungs = [5]\nkeep = 0.5\nper = [\"lr\"]",
+            ("\"lr\"", 0),
+            "stages[0].halving.per",
+            "not a parameter of stage `pretext`",
+        ),
+    ];
+    for (rule, needle, field, message) in cases {
+        let text = with_halving(rule);
+        let (location, got_field, got_message) = invalid(&text);
+        assert_eq!(
+            location,
+            at(&text, needle.0, needle.1),
+            "{rule}: {got_message}"
+        );
+        assert_eq!(got_field, field, "{rule}: {got_message}");
+        assert!(
+            got_message.contains(message),
+            "{got_message:?} lacks {message:?}"
+        );
+    }
+    let misspelled =
+        with_halving("metric = \"loss\"\nrung = [5]\nkeep = 0.5\nper = [\"batch_size\"]");
+    assert!(parse(&misspelled).is_err(), "an unknown key is refused");
+}

@@ -140,9 +140,12 @@ impl Checker<'_> {
                 .iter()
                 .any(|(name, values)| name == axis && values.len() > 1)
         };
-        if rule.metric.get_ref() == "loss" && swept("batch_size") && !per.iter().any(|p| p == "batch_size") {
+        if rule.metric.get_ref() == "loss"
+            && swept("batch_size")
+            && !per.iter().any(|p| p == "batch_size")
+        {
             return Err(self.invalid(
-                raw.span(),
+                rule.per.first().map_or(raw.span(), Spanned::span),
                 field("per"),
                 "the grid sweeps batch_size, and NT-Xent losses at two batch sizes are not \
                  comparable (chance is ln(2N − 1)): add \"batch_size\" to per",
