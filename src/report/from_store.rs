@@ -69,6 +69,7 @@ async fn load_with(store: &Store, sweep: &str, with_curves: bool) -> ReportResul
         curves,
         provenance: store.provenance(sweep).await?,
         histories: BTreeMap::new(),
+        halving: store.rung_decisions(sweep).await?,
     })
 }
 

@@ -64,12 +64,15 @@ pub fn markdown(input: &ReportInput) -> String {
             let _ = writeln!(out, "Parameters: {}.\n", fixed.join(", "));
         }
         match stage.kind {
-            StageKind::Pretext => pretext_section(
-                &mut out,
-                stage,
-                &pretext_layout(stage, &input.jobs),
-                &mut used_marks,
-            ),
+            StageKind::Pretext => {
+                pretext_section(
+                    &mut out,
+                    stage,
+                    &pretext_layout(stage, &input.jobs),
+                    &mut used_marks,
+                );
+                super::halving::section(&mut out, input, &stage.name);
+            }
             StageKind::Linear | StageKind::Finetune => {
                 downstream_section(&mut out, input, stage, &names, &mut used_marks)
             }
@@ -124,9 +127,11 @@ fn job_summary(jobs: &[JobRecord]) -> String {
     let parts: Vec<String> = [
         JobState::Succeeded,
         JobState::Running,
+        JobState::Paused,
         JobState::Queued,
         JobState::Failed,
         JobState::Cancelled,
+        JobState::Stopped,
     ]
     .iter()
     .filter_map(|state| counts.get(state).map(|n| format!("{n} {}", state.as_str())))

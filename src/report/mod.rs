@@ -13,6 +13,7 @@ use std::path::PathBuf;
 mod baseline;
 mod format;
 pub mod from_store;
+mod halving;
 mod import;
 mod layout;
 mod long;

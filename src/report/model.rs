@@ -32,6 +32,9 @@ pub struct ReportInput {
     /// never need it.
     #[serde(default)]
     pub histories: BTreeMap<Uuid, BTreeMap<String, Vec<(i64, f64)>>>,
+    /// Every rung decision of successive halving, by stage, group and rung.
+    #[serde(default)]
+    pub halving: Vec<crate::store::RungDecision>,
 }
 
 /// One stage of the sweep, as far as the report needs it.

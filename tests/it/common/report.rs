@@ -491,6 +491,7 @@ pub fn demo_input() -> sweeper::report::ReportInput {
         curves,
         provenance: Vec::new(),
         histories: Default::default(),
+        halving: Vec::new(),
     }
 }
 
