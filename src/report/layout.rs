@@ -54,7 +54,7 @@ impl Mark {
             Mark::Queued => "…",
             Mark::Running => "▶",
             Mark::Failed => "✗",
-            Mark::Paused => "⏸",
+            Mark::Paused => "‖",
             Mark::Cancelled => "⊘",
             Mark::Stopped => "✂",
             Mark::Missing => "–",
