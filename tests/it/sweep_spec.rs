@@ -989,13 +989,16 @@ fn refuses_a_file_without_a_sweep_table() {
 
 // ---------------------------------------------------------------- successive halving
 
+/// Where [`BASE`]'s pretext stage gets a halving rule.
+const HALVING_AT: &str = "[stages.params]\nepochs = 2\n";
+
+fn halving_text(rule: &str) -> String {
+    format!("[stages.params]\nepochs = 20\n[stages.halving]\n{rule}\n")
+}
+
 /// [`BASE`]'s pretext stage with a halving rule.
 fn with_halving(rule: &str) -> String {
-    edit(
-        BASE,
-        "[stages.params]\nepochs = 2\n",
-        &format!("[stages.params]\nepochs = 20\n[stages.halving]\n{rule}\n"),
-    )
+    edit(BASE, HALVING_AT, &halving_text(rule))
 }
 
 #[test]
@@ -1047,17 +1050,13 @@ fn a_halving_rule_is_checked_where_it_is_written() {
         ),
     ];
     for (rule, needle, field, message) in cases {
-        let text = with_halving(rule);
-        let (location, got_field, got_message) = invalid(&text);
-        assert_eq!(
-            location,
-            at(&text, needle.0, needle.1),
-            "{rule}: {got_message}"
-        );
-        assert_eq!(got_field, field, "{rule}: {got_message}");
-        assert!(
-            got_message.contains(message),
-            "{got_message:?} lacks {message:?}"
+        refused_in(
+            BASE,
+            HALVING_AT,
+            &halving_text(rule),
+            needle,
+            field,
+            message,
         );
     }
     let misspelled =
